@@ -1,0 +1,318 @@
+package ldapmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"switchboard/route"
+)
+
+// Defaults for the zero values of CacheOptions.
+const (
+	defaultCacheTTL    = 5 * time.Minute
+	defaultNegativeTTL = 30 * time.Second
+	defaultMaxEntries  = 100000
+	// evictSample is how many entries an eviction looks at; the one that
+	// expires first goes (approximate LRU, as Redis does it).
+	evictSample = 8
+)
+
+// CacheOptions configures a Cache. NewCache copies it.
+type CacheOptions struct {
+	// TTL is how long an answer is served from the cache. Zero means 5m.
+	TTL time.Duration
+
+	// NegativeTTL is how long a route.ErrUnknownUser answer is served
+	// from the cache, so that a flood of bad logins does not reach the
+	// directory. Other errors are never cached. Zero means 30s.
+	NegativeTTL time.Duration
+
+	// ServeStale, when set, answers with an expired entry (Source
+	// "stale") when the inner mapper fails with route.ErrUnavailable.
+	// Expired entries are then kept until evicted or invalidated.
+	// Default false.
+	ServeStale bool
+
+	// MaxEntries bounds the number of cached logins, positive and
+	// negative together. When full, an insert evicts, out of a few
+	// entries sampled at random, the one that expires first. Zero means
+	// 100000.
+	MaxEntries int
+
+	// Now returns the current time. Nil means time.Now; tests set it.
+	Now func() time.Time
+}
+
+// CacheStats are a Cache's counters since NewCache.
+type CacheStats struct {
+	Hits         uint64 // answered from a fresh positive entry
+	NegativeHits uint64 // answered from a fresh negative entry
+	Misses       uint64 // not cached or expired: the inner mapper was asked, or a running lookup joined
+	Shared       uint64 // misses that joined a lookup already running for the same login
+	StaleServed  uint64 // expired entries served because the inner mapper was unavailable
+	Evictions    uint64 // entries removed to stay within MaxEntries
+	Entries      uint64 // entries held now
+}
+
+// Cache is a route.Mapper that caches another one. Keys are login names
+// folded to lower case. Concurrent misses for one login share a single
+// inner lookup. It implements route.Invalidator. It is safe for concurrent
+// use.
+type Cache struct {
+	inner      route.Mapper
+	ttl        time.Duration
+	negTTL     time.Duration
+	serveStale bool
+	maxEntries int
+	now        func() time.Time
+
+	mu      sync.RWMutex
+	entries map[string]*cacheEntry
+
+	// flightMu guards flights and gen. Lock order: flightMu, then mu.
+	flightMu sync.Mutex
+	flights  map[string]*flight
+	gen      uint64 // bumped by InvalidateAll
+
+	hits, negHits, misses, shared, stale, evictions atomic.Uint64
+}
+
+// A cacheEntry is immutable once stored: a refresh stores a new one.
+type cacheEntry struct {
+	res     route.Result // Source already "cache"
+	err     error        // non-nil for a negative entry
+	expires time.Time
+}
+
+// A flight is one inner lookup that concurrent misses wait for.
+type flight struct {
+	donec chan struct{}
+	res   route.Result
+	err   error
+	// forget is set by Invalidate while the lookup runs: its answer
+	// predates the invalidation and must not be stored.
+	forget bool
+	gen    uint64
+}
+
+// NewCache returns a Cache in front of inner. opts may be nil.
+func NewCache(inner route.Mapper, opts *CacheOptions) *Cache {
+	var o CacheOptions
+	if opts != nil {
+		o = *opts
+	}
+	c := &Cache{
+		inner:      inner,
+		ttl:        o.TTL,
+		negTTL:     o.NegativeTTL,
+		serveStale: o.ServeStale,
+		maxEntries: o.MaxEntries,
+		now:        o.Now,
+		entries:    make(map[string]*cacheEntry),
+		flights:    make(map[string]*flight),
+	}
+	if c.ttl <= 0 {
+		c.ttl = defaultCacheTTL
+	}
+	if c.negTTL <= 0 {
+		c.negTTL = defaultNegativeTTL
+	}
+	if c.maxEntries <= 0 {
+		c.maxEntries = defaultMaxEntries
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c
+}
+
+// cacheKey folds user to lower case. strings.ToLower returns its argument
+// without allocating when there is nothing to fold, which keeps hits
+// allocation-free for the usual lower-case logins.
+func cacheKey(user string) string { return strings.ToLower(user) }
+
+// Lookup answers from the cache when it can, and asks the inner mapper
+// otherwise. Cached answers have Source "cache", expired ones served
+// while the inner mapper is unavailable have Source "stale".
+func (c *Cache) Lookup(ctx context.Context, user string) (route.Result, error) {
+	key := cacheKey(user)
+	c.mu.RLock()
+	e := c.entries[key]
+	c.mu.RUnlock()
+	if e != nil && c.now().Before(e.expires) {
+		if e.err != nil {
+			c.negHits.Add(1)
+			return route.Result{}, e.err
+		}
+		c.hits.Add(1)
+		return e.res, nil
+	}
+	c.misses.Add(1)
+	res, err := c.fetch(ctx, key, user)
+	if err != nil && c.serveStale && errors.Is(err, route.ErrUnavailable) {
+		c.mu.RLock()
+		e := c.entries[key]
+		c.mu.RUnlock()
+		if e != nil && e.err == nil {
+			c.stale.Add(1)
+			res = e.res
+			res.Source = "stale"
+			return res, nil
+		}
+	}
+	return res, err
+}
+
+// fetch runs the inner lookup for key, or waits for the one running. A
+// waiter whose leader's context ended, while its own has not, tries again
+// rather than inherit someone else's cancellation.
+func (c *Cache) fetch(ctx context.Context, key, user string) (route.Result, error) {
+	for {
+		c.flightMu.Lock()
+		if f, ok := c.flights[key]; ok {
+			c.flightMu.Unlock()
+			c.shared.Add(1)
+			select {
+			case <-f.donec:
+			case <-ctx.Done():
+				return route.Result{}, fmt.Errorf("ldapmap: cache: waiting for lookup: %w: %w", ctx.Err(), route.ErrUnavailable)
+			}
+			if isContextErr(f.err) && ctx.Err() == nil {
+				continue
+			}
+			return f.res, f.err
+		}
+		f := &flight{donec: make(chan struct{}), gen: c.gen}
+		c.flights[key] = f
+		c.flightMu.Unlock()
+		c.lead(ctx, key, user, f)
+		return f.res, f.err
+	}
+}
+
+// lead runs the inner lookup for f and stores its answer, unless an
+// invalidation happened meanwhile.
+func (c *Cache) lead(ctx context.Context, key, user string, f *flight) {
+	defer close(f.donec)
+	f.res, f.err = c.inner.Lookup(ctx, user)
+
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	delete(c.flights, key)
+	if f.forget || f.gen != c.gen {
+		return
+	}
+	now := c.now()
+	switch {
+	case f.err == nil:
+		res := f.res
+		res.Source = "cache"
+		c.store(key, &cacheEntry{res: res, expires: now.Add(c.ttl)})
+	case errors.Is(f.err, route.ErrUnknownUser):
+		c.store(key, &cacheEntry{err: f.err, expires: now.Add(c.negTTL)})
+	case errors.Is(f.err, route.ErrUnavailable) || isContextErr(f.err):
+		// No news: an expired entry stays, to be served stale.
+	default:
+		// The source answered (no host, ambiguous): an expired entry
+		// is wrong now, stale or not.
+		c.mu.Lock()
+		if e := c.entries[key]; e != nil && !now.Before(e.expires) {
+			delete(c.entries, key)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// isContextErr reports whether err is a context's cancellation or
+// deadline.
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// store puts e under key, evicting when full. Keys longer than a valid
+// login are not stored: they can only be negative answers, and keeping
+// them would let garbage fill the cache with large keys.
+func (c *Cache) store(key string, e *cacheEntry) {
+	if len(key) > maxLoginLen {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.maxEntries {
+		c.evictLocked()
+	}
+	c.entries[key] = e
+}
+
+// evictLocked removes one entry: of a few taken in map order (which Go
+// randomises), the one that expires first. c.mu is held.
+func (c *Cache) evictLocked() {
+	var victim string
+	var first time.Time
+	n := 0
+	for k, e := range c.entries {
+		if n == 0 || e.expires.Before(first) {
+			victim, first = k, e.expires
+		}
+		n++
+		if n == evictSample {
+			break
+		}
+	}
+	if n > 0 {
+		delete(c.entries, victim)
+		c.evictions.Add(1)
+	}
+}
+
+// Invalidate drops what the cache holds for user, including the answer of
+// a lookup for user that is running now.
+func (c *Cache) Invalidate(user string) {
+	key := cacheKey(user)
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	if f, ok := c.flights[key]; ok {
+		f.forget = true
+	}
+	c.mu.Lock()
+	delete(c.entries, key)
+	c.mu.Unlock()
+}
+
+// InvalidateAll drops every entry, and the answers of lookups running now.
+func (c *Cache) InvalidateAll() {
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	c.gen++
+	c.mu.Lock()
+	clear(c.entries)
+	c.mu.Unlock()
+}
+
+// Stats returns the counters.
+func (c *Cache) Stats() CacheStats {
+	c.mu.RLock()
+	n := len(c.entries)
+	c.mu.RUnlock()
+	return CacheStats{
+		Hits:         c.hits.Load(),
+		NegativeHits: c.negHits.Load(),
+		Misses:       c.misses.Load(),
+		Shared:       c.shared.Load(),
+		StaleServed:  c.stale.Load(),
+		Evictions:    c.evictions.Load(),
+		Entries:      uint64(n),
+	}
+}
+
+var (
+	_ route.Mapper      = (*Cache)(nil)
+	_ route.Invalidator = (*Cache)(nil)
+	_ route.Mapper      = (*LDAP)(nil)
+	_ route.Mapper      = (*File)(nil)
+)
