@@ -71,7 +71,7 @@ func ReadCommand(br *bufio.Reader) (*Command, error) {
 			return cmd, nil // list mechanisms
 		}
 		f := wire.Fields(make([][]byte, 0, 3), rest, 3)
-		if len(f) > 2 || len(f[0]) == 0 {
+		if len(f) > 2 || len(f[0]) == 0 || (len(f) == 2 && len(f[1]) == 0) {
 			return nil, &ParseError{Text: "AUTH expects a mechanism and an optional initial response."}
 		}
 		cmd.Args = append(cmd.Args, strings.ToUpper(string(f[0])))
