@@ -41,6 +41,9 @@ func ReadCommand(br *bufio.Reader) (*Command, error) {
 	if err != nil {
 		return nil, err
 	}
+	if bytes.IndexByte(line, '\r') >= 0 || bytes.IndexByte(line, 0) >= 0 {
+		return nil, &ParseError{Text: "Invalid characters in command."}
+	}
 	name, rest, hasArgs := bytes.Cut(line, []byte{' '})
 	if len(name) == 0 || len(name) > 8 {
 		return nil, &ParseError{Text: "Unknown command."}

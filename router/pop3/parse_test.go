@@ -79,7 +79,7 @@ func FuzzReadCommand(f *testing.F) {
 			t.Fatalf("bad name %q", cmd.Name)
 		}
 		for _, a := range cmd.Args {
-			if a == "" || strings.ContainsAny(a, "\r\n") {
+			if a == "" || strings.ContainsAny(a, "\r\n\x00") {
 				t.Fatalf("bad argument %q in %q", a, in)
 			}
 		}
