@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,9 @@ const (
 	// evictSample is how many entries an eviction looks at; the one that
 	// expires first goes (approximate LRU, as Redis does it).
 	evictSample = 8
+	// cacheShards splits the map so that parallel hits on different
+	// logins do not share a lock word or a counter's cache line.
+	cacheShards = 32
 )
 
 // CacheOptions configures a Cache. NewCache copies it.
@@ -39,9 +43,10 @@ type CacheOptions struct {
 	ServeStale bool
 
 	// MaxEntries bounds the number of cached logins, positive and
-	// negative together. When full, an insert evicts, out of a few
-	// entries sampled at random, the one that expires first. Zero means
-	// 100000.
+	// negative together (rounded up to a multiple of 32: the cache is
+	// split in 32 shards, each with its share). When a shard is full, an
+	// insert evicts, out of a few of its entries sampled at random, the
+	// one that expires first. Zero means 100000.
 	MaxEntries int
 
 	// Now returns the current time. Nil means time.Now; tests set it.
@@ -71,15 +76,31 @@ type Cache struct {
 	maxEntries int
 	now        func() time.Time
 
-	mu      sync.RWMutex
-	entries map[string]*cacheEntry
+	seed     maphash.Seed
+	shards   [cacheShards]cacheShard
+	perShard int // MaxEntries spread over the shards
 
-	// flightMu guards flights and gen. Lock order: flightMu, then mu.
+	// flightMu guards flights and gen. Lock order: flightMu, then a
+	// shard's mu.
 	flightMu sync.Mutex
 	flights  map[string]*flight
 	gen      uint64 // bumped by InvalidateAll
 
-	hits, negHits, misses, shared, stale, evictions atomic.Uint64
+	misses, shared, stale, evictions atomic.Uint64
+}
+
+// A cacheShard is one part of the cache, with its own lock and hit
+// counters, padded to keep neighbours off its cache lines.
+type cacheShard struct {
+	mu            sync.RWMutex
+	entries       map[string]*cacheEntry
+	hits, negHits atomic.Uint64
+	_             [64]byte
+}
+
+// shard returns the shard that holds key.
+func (c *Cache) shard(key string) *cacheShard {
+	return &c.shards[maphash.String(c.seed, key)%cacheShards]
 }
 
 // A cacheEntry is immutable once stored: a refresh stores a new one.
@@ -113,8 +134,11 @@ func NewCache(inner route.Mapper, opts *CacheOptions) *Cache {
 		serveStale: o.ServeStale,
 		maxEntries: o.MaxEntries,
 		now:        o.Now,
-		entries:    make(map[string]*cacheEntry),
+		seed:       maphash.MakeSeed(),
 		flights:    make(map[string]*flight),
+	}
+	for i := range c.shards {
+		c.shards[i].entries = make(map[string]*cacheEntry)
 	}
 	if c.ttl <= 0 {
 		c.ttl = defaultCacheTTL
@@ -128,6 +152,7 @@ func NewCache(inner route.Mapper, opts *CacheOptions) *Cache {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.perShard = (c.maxEntries + cacheShards - 1) / cacheShards
 	return c
 }
 
@@ -141,23 +166,24 @@ func cacheKey(user string) string { return strings.ToLower(user) }
 // while the inner mapper is unavailable have Source "stale".
 func (c *Cache) Lookup(ctx context.Context, user string) (route.Result, error) {
 	key := cacheKey(user)
-	c.mu.RLock()
-	e := c.entries[key]
-	c.mu.RUnlock()
+	sh := c.shard(key)
+	sh.mu.RLock()
+	e := sh.entries[key]
+	sh.mu.RUnlock()
 	if e != nil && c.now().Before(e.expires) {
 		if e.err != nil {
-			c.negHits.Add(1)
+			sh.negHits.Add(1)
 			return route.Result{}, e.err
 		}
-		c.hits.Add(1)
+		sh.hits.Add(1)
 		return e.res, nil
 	}
 	c.misses.Add(1)
 	res, err := c.fetch(ctx, key, user)
 	if err != nil && c.serveStale && errors.Is(err, route.ErrUnavailable) {
-		c.mu.RLock()
-		e := c.entries[key]
-		c.mu.RUnlock()
+		sh.mu.RLock()
+		e := sh.entries[key]
+		sh.mu.RUnlock()
 		if e != nil && e.err == nil {
 			c.stale.Add(1)
 			res = e.res
@@ -220,11 +246,12 @@ func (c *Cache) lead(ctx context.Context, key, user string, f *flight) {
 	default:
 		// The source answered (no host, ambiguous): an expired entry
 		// is wrong now, stale or not.
-		c.mu.Lock()
-		if e := c.entries[key]; e != nil && !now.Before(e.expires) {
-			delete(c.entries, key)
+		sh := c.shard(key)
+		sh.mu.Lock()
+		if e := sh.entries[key]; e != nil && !now.Before(e.expires) {
+			delete(sh.entries, key)
 		}
-		c.mu.Unlock()
+		sh.mu.Unlock()
 	}
 }
 
@@ -241,21 +268,22 @@ func (c *Cache) store(key string, e *cacheEntry) {
 	if len(key) > maxLoginLen {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.maxEntries {
-		c.evictLocked()
+	sh := c.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.entries[key]; !ok && len(sh.entries) >= c.perShard {
+		c.evictLocked(sh)
 	}
-	c.entries[key] = e
+	sh.entries[key] = e
 }
 
-// evictLocked removes one entry: of a few taken in map order (which Go
-// randomises), the one that expires first. c.mu is held.
-func (c *Cache) evictLocked() {
+// evictLocked removes one entry of sh: of a few taken in map order (which
+// Go randomises), the one that expires first. sh.mu is held.
+func (c *Cache) evictLocked(sh *cacheShard) {
 	var victim string
 	var first time.Time
 	n := 0
-	for k, e := range c.entries {
+	for k, e := range sh.entries {
 		if n == 0 || e.expires.Before(first) {
 			victim, first = k, e.expires
 		}
@@ -265,7 +293,7 @@ func (c *Cache) evictLocked() {
 		}
 	}
 	if n > 0 {
-		delete(c.entries, victim)
+		delete(sh.entries, victim)
 		c.evictions.Add(1)
 	}
 }
@@ -279,9 +307,10 @@ func (c *Cache) Invalidate(user string) {
 	if f, ok := c.flights[key]; ok {
 		f.forget = true
 	}
-	c.mu.Lock()
-	delete(c.entries, key)
-	c.mu.Unlock()
+	sh := c.shard(key)
+	sh.mu.Lock()
+	delete(sh.entries, key)
+	sh.mu.Unlock()
 }
 
 // InvalidateAll drops every entry, and the answers of lookups running now.
@@ -289,25 +318,30 @@ func (c *Cache) InvalidateAll() {
 	c.flightMu.Lock()
 	defer c.flightMu.Unlock()
 	c.gen++
-	c.mu.Lock()
-	clear(c.entries)
-	c.mu.Unlock()
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		clear(sh.entries)
+		sh.mu.Unlock()
+	}
 }
 
 // Stats returns the counters.
 func (c *Cache) Stats() CacheStats {
-	c.mu.RLock()
-	n := len(c.entries)
-	c.mu.RUnlock()
-	return CacheStats{
-		Hits:         c.hits.Load(),
-		NegativeHits: c.negHits.Load(),
-		Misses:       c.misses.Load(),
-		Shared:       c.shared.Load(),
-		StaleServed:  c.stale.Load(),
-		Evictions:    c.evictions.Load(),
-		Entries:      uint64(n),
+	var st CacheStats
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		st.Entries += uint64(len(sh.entries))
+		sh.mu.RUnlock()
+		st.Hits += sh.hits.Load()
+		st.NegativeHits += sh.negHits.Load()
 	}
+	st.Misses = c.misses.Load()
+	st.Shared = c.shared.Load()
+	st.StaleServed = c.stale.Load()
+	st.Evictions = c.evictions.Load()
+	return st
 }
 
 var (
