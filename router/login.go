@@ -1,0 +1,183 @@
+package router
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"switchboard/route"
+)
+
+// creds are what a client logged in with. They never reach a log.
+type creds struct {
+	authz string // SASL authorization identity, usually empty
+	user  string // authentication identity
+	pass  string
+}
+
+// String keeps creds out of logs even if printed by mistake.
+func (c *creds) String() string { return "creds{" + c.user + " ***}" }
+
+// mailbox is the login name the route is looked up for: the authorization
+// identity when one is given (a master user logging in as someone), else
+// the user.
+func (c *creds) mailbox() string {
+	if c.authz != "" {
+		return c.authz
+	}
+	return c.user
+}
+
+// saslPlain is the RFC 4616 PLAIN message for c, base64-encoded.
+func (c *creds) saslPlain() []byte {
+	raw := make([]byte, 0, len(c.authz)+len(c.user)+len(c.pass)+2)
+	raw = append(raw, c.authz...)
+	raw = append(raw, 0)
+	raw = append(raw, c.user...)
+	raw = append(raw, 0)
+	raw = append(raw, c.pass...)
+	out := make([]byte, base64.StdEncoding.EncodedLen(len(raw)))
+	base64.StdEncoding.Encode(out, raw)
+	return out
+}
+
+// decodePlain parses an RFC 4616 PLAIN response ("=" is empty).
+func decodePlain(b64 string) (*creds, error) {
+	if b64 == "=" {
+		return nil, errors.New("empty PLAIN response")
+	}
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, errors.New("invalid base64")
+	}
+	parts := strings.Split(string(raw), "\x00")
+	if len(parts) != 3 || parts[1] == "" || parts[2] == "" {
+		return nil, errors.New("malformed PLAIN response")
+	}
+	return &creds{authz: parts[0], user: parts[1], pass: parts[2]}, nil
+}
+
+// backendLogin logs in to a dialled backend and returns the answer to hand
+// the client on success.
+type backendLogin func(b *backendConn, cr *creds) ([]byte, error)
+
+// route finds the user's backend, dials it and logs in with login, trying
+// standbys in order when a backend cannot be reached. It never tries
+// another backend after one has judged the credentials.
+func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte, error) {
+	srv := sess.srv
+	user := cr.mailbox()
+	sess.user = user
+	if g := srv.opts.Gate; g != nil {
+		l := &Login{User: user, Protocol: sess.l.cfg.Protocol, Client: sess.client}
+		if err := g.Admit(srv.ctx, l); err != nil {
+			var r *Refusal
+			if errors.As(err, &r) {
+				return nil, nil, r
+			}
+			return nil, nil, unavailable("gate: %w", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(srv.ctx, srv.opts.lookupTimeout())
+	res, err := srv.opts.Mapper.Lookup(ctx, user)
+	cancel()
+	switch {
+	case err == nil:
+	case errors.Is(err, route.ErrUnknownUser):
+		return nil, nil, fmt.Errorf("%w: unknown user", errAuthFailed)
+	case errors.Is(err, route.ErrAmbiguous):
+		srv.log.Error("routing error: more than one directory entry matches", "cid", sess.id, "user", user, "err", err)
+		return nil, nil, unavailable("lookup: %w", err)
+	default:
+		return nil, nil, unavailable("lookup: %w", err)
+	}
+	if len(res.Hosts) == 0 {
+		return nil, nil, unavailable("lookup: %w", route.ErrNoHost)
+	}
+	var errs []error
+	for i, host := range res.Hosts {
+		addr := srv.hosts.Resolve(host, sess.l.cfg.Protocol)
+		if down := srv.opts.BackendDown; down != nil && down(host) {
+			errs = append(errs, fmt.Errorf("%s: marked down by health checks", host))
+			continue
+		}
+		b, err := srv.dialBackend(srv.ctx, host, addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
+			continue
+		}
+		sess.bhost, sess.baddr = host, addr
+		answer, err := login(b, cr)
+		var te *transportError
+		if errors.As(err, &te) {
+			b.Close()
+			errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
+			continue
+		}
+		if err != nil {
+			b.Close()
+			return nil, nil, err
+		}
+		if i > 0 {
+			srv.log.Warn("logged in on a standby backend", "cid", sess.id, "user", user, "backend", host, "skipped", errors.Join(errs...))
+		}
+		return b, answer, nil
+	}
+	return nil, nil, unavailable("no backend reachable: %w", errors.Join(errs...))
+}
+
+// failDelay waits until AuthFailDelay after t0, so every failed login is
+// answered after the same time whatever failed.
+func (sess *session) failDelay(t0 time.Time) {
+	d := sess.srv.opts.authFailDelay() - time.Since(t0)
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-sess.srv.ctx.Done():
+	}
+}
+
+// loggedIn files the session under its user, records the backend and
+// counts the login.
+func (sess *session) loggedIn(b *backendConn, t0 time.Time) {
+	sess.loginDur = time.Since(t0)
+	sess.mu.Lock()
+	sess.backend = b
+	sess.mu.Unlock()
+	sess.srv.setUser(sess, sess.user)
+	sess.srv.stats.LoginOK.Add(1)
+	if g := sess.srv.opts.Gate; g != nil {
+		g.Done(&Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, OutcomeOK)
+	}
+}
+
+// loginFailed counts a failed login and tells the Gate.
+func (sess *session) loginFailed(err error) Outcome {
+	var o Outcome
+	var r *Refusal
+	var ue *unavailableError
+	switch {
+	case errors.As(err, &r):
+		o = OutcomeRefused
+		sess.srv.stats.LoginRefused.Add(1)
+	case errors.As(err, &ue):
+		o = OutcomeUnavailable
+		sess.srv.stats.Unavailable.Add(1)
+	default:
+		o = OutcomeAuthFailed
+		sess.srv.stats.LoginFailed.Add(1)
+	}
+	sess.outcome = o
+	sess.errMsg = err.Error()
+	if g := sess.srv.opts.Gate; g != nil {
+		g.Done(&Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, o)
+	}
+	return o
+}

@@ -1,0 +1,468 @@
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"switchboard/route"
+)
+
+// Defaults for Options fields left zero.
+const (
+	defaultPreauthTimeout = 60 * time.Second
+	// RFC 9051 section 5.4: an inactivity timer must be at least 30
+	// minutes after login.
+	defaultIdleTimeout   = 31 * time.Minute
+	defaultDialTimeout   = 3 * time.Second
+	defaultLoginTimeout  = 15 * time.Second
+	defaultLookupTimeout = 5 * time.Second
+	defaultAuthFailDelay = 2 * time.Second
+	defaultMaxErrors     = 3
+	// handshakeTimeout bounds a client's TLS handshake.
+	handshakeTimeout = 15 * time.Second
+	// lingerTimeout is how long the other direction may still run after
+	// one side of a splice has finished.
+	lingerTimeout = 5 * time.Second
+	// byeWriteTimeout bounds writing a final BYE to a client.
+	byeWriteTimeout = 2 * time.Second
+)
+
+// TLSMode says how a listener uses TLS.
+type TLSMode int
+
+const (
+	// TLSStartTLS listens in plaintext and offers STARTTLS (IMAP) or STLS
+	// (POP3).
+	TLSStartTLS TLSMode = iota
+	// TLSImplicit starts TLS at once (993, 995).
+	TLSImplicit
+	// TLSNone offers no TLS at all; only trusted networks may log in.
+	TLSNone
+)
+
+func (m TLSMode) String() string {
+	switch m {
+	case TLSImplicit:
+		return "implicit"
+	case TLSNone:
+		return "none"
+	}
+	return "starttls"
+}
+
+// ListenerConfig describes one listening socket.
+type ListenerConfig struct {
+	// Name is used in logs; empty means "<protocol>-<addr>".
+	Name string
+	// Protocol is route.IMAP or route.POP3.
+	Protocol string
+	// Addr is the "host:port" to listen on.
+	Addr string
+	TLS  TLSMode
+	// ProxyProtocol makes the listener expect a PROXY protocol header
+	// (v1 or v2) and take the client's address from it. Connections from
+	// addresses outside ProxyFrom are closed.
+	ProxyProtocol bool
+	ProxyFrom     []netip.Prefix
+}
+
+// Gate decides whether a login may go on. Admit is called once the user
+// name is known, before the map is asked; it may block to hold a login
+// until ctx ends. A returned *Refusal is answered to the client; any other
+// error as [UNAVAILABLE]. Done reports the login's outcome.
+type Gate interface {
+	Admit(ctx context.Context, l *Login) error
+	Done(l *Login, outcome Outcome)
+}
+
+// Login describes a login attempt to a Gate.
+type Login struct {
+	User     string
+	Protocol string
+	Client   netip.AddrPort
+}
+
+// Refusal is an answer a Gate gives a login.
+type Refusal struct {
+	// Code is an RFC 5530 response code (UNAVAILABLE, LIMIT, …); POP3
+	// clients get SYS/TEMP or IN-USE accordingly.
+	Code string
+	Text string
+	// Delay, if set, is waited before answering.
+	Delay time.Duration
+}
+
+func (r *Refusal) Error() string { return "refused: " + r.Code + " " + r.Text }
+
+// Options configure a Server. The zero value of each field is documented.
+type Options struct {
+	// Hostname appears in greetings. Empty means "Switchboard".
+	Hostname string
+	// Mapper finds a user's backends. Required.
+	Mapper route.Mapper
+	// Hosts resolves host values to addresses. Nil means an empty map
+	// (values are dialled as names on the default ports).
+	Hosts *route.HostMap
+	// TLS is the server TLS configuration for implicit and STARTTLS
+	// listeners. Required when such a listener is used.
+	TLS *tls.Config
+	// BackendTLS, when set, makes backend connections implicit TLS with
+	// this client configuration. ServerName is filled from the backend
+	// address when empty.
+	BackendTLS *tls.Config
+	// TrustedNets may log in with a plaintext password without TLS. Nil
+	// means nobody.
+	TrustedNets []netip.Prefix
+	// PreauthTimeout bounds the wait for each command before login; zero
+	// means 60s.
+	PreauthTimeout time.Duration
+	// IdleTimeout ends a logged-in session when neither side has sent
+	// anything for this long; zero means 31m.
+	IdleTimeout time.Duration
+	// DialTimeout bounds connecting to a backend; zero means 3s.
+	DialTimeout time.Duration
+	// LoginTimeout bounds the backend's greeting and login; zero means 15s.
+	LoginTimeout time.Duration
+	// LookupTimeout bounds a map lookup; zero means 5s.
+	LookupTimeout time.Duration
+	// AuthFailDelay is the time from a login command to a failed answer,
+	// the same for unknown users and wrong passwords; zero means 2s,
+	// negative means none.
+	AuthFailDelay time.Duration
+	// MaxPreauthErrors is how many bad commands before login earn a BYE;
+	// zero means 3.
+	MaxPreauthErrors int
+	// Gate, if set, admits or refuses logins (holds, limits).
+	Gate Gate
+	// BackendDown, if set, reports backends known to be down; logins skip
+	// them and fail at once when none is left.
+	BackendDown func(host string) bool
+	// Logger receives one line per session; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) preauthTimeout() time.Duration { return orDefault(o.PreauthTimeout, defaultPreauthTimeout) }
+func (o *Options) idleTimeout() time.Duration    { return orDefault(o.IdleTimeout, defaultIdleTimeout) }
+func (o *Options) dialTimeout() time.Duration    { return orDefault(o.DialTimeout, defaultDialTimeout) }
+func (o *Options) loginTimeout() time.Duration   { return orDefault(o.LoginTimeout, defaultLoginTimeout) }
+func (o *Options) lookupTimeout() time.Duration  { return orDefault(o.LookupTimeout, defaultLookupTimeout) }
+func (o *Options) authFailDelay() time.Duration {
+	if o.AuthFailDelay < 0 {
+		return 0
+	}
+	return orDefault(o.AuthFailDelay, defaultAuthFailDelay)
+}
+func (o *Options) maxErrors() int {
+	if o.MaxPreauthErrors <= 0 {
+		return defaultMaxErrors
+	}
+	return o.MaxPreauthErrors
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Server accepts clients on its listeners and routes their sessions.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	hosts  *route.HostMap
+	caps   *capCache
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[*listener]struct{}
+	sessions  map[*session]struct{}
+	byUser    map[string]map[*session]struct{}
+	closing   bool
+	wg        sync.WaitGroup // accept loops and sessions
+
+	stats Stats
+}
+
+// Stats are the server's counters. Read them with Server.Stats.
+type Stats struct {
+	Accepted      atomic.Uint64
+	Active        [2]atomic.Int64 // by protocol: 0 IMAP, 1 POP3
+	LoginOK       atomic.Uint64
+	LoginFailed   atomic.Uint64
+	LoginRefused  atomic.Uint64 // gate refusals, holds
+	Unavailable   atomic.Uint64
+	PreauthClosed atomic.Uint64 // clients gone or closed before login
+	Kicked        atomic.Uint64
+	Panics        atomic.Uint64
+	BytesIn       atomic.Uint64 // client to backend
+	BytesOut      atomic.Uint64 // backend to client
+}
+
+// StatsSnapshot is a copy of Stats.
+type StatsSnapshot struct {
+	Accepted, LoginOK, LoginFailed, LoginRefused, Unavailable, PreauthClosed, Kicked, Panics, BytesIn, BytesOut uint64
+	ActiveIMAP, ActivePOP3                                                                                    int64
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() StatsSnapshot {
+	st := &s.stats
+	return StatsSnapshot{
+		Accepted: st.Accepted.Load(), LoginOK: st.LoginOK.Load(), LoginFailed: st.LoginFailed.Load(),
+		LoginRefused: st.LoginRefused.Load(), Unavailable: st.Unavailable.Load(),
+		PreauthClosed: st.PreauthClosed.Load(), Kicked: st.Kicked.Load(), Panics: st.Panics.Load(),
+		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
+		ActiveIMAP: st.Active[0].Load(), ActivePOP3: st.Active[1].Load(),
+	}
+}
+
+// New returns a Server. Options are copied.
+func New(opts *Options) *Server {
+	s := &Server{
+		opts:      *opts,
+		listeners: make(map[*listener]struct{}),
+		sessions:  make(map[*session]struct{}),
+		byUser:    make(map[string]map[*session]struct{}),
+		caps:      newCapCache(),
+	}
+	s.log = s.opts.Logger
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.hosts = s.opts.Hosts
+	if s.hosts == nil {
+		s.hosts = &route.HostMap{}
+	}
+	if s.opts.Hostname == "" {
+		s.opts.Hostname = "Switchboard"
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+type listener struct {
+	cfg ListenerConfig
+	ln  net.Listener
+	// greeting and capability lines, computed once per listener.
+	text *protoText
+}
+
+// ErrServerClosed is returned by Listen after Shutdown or Close.
+var ErrServerClosed = errors.New("router: server closed")
+
+// Listen binds cfg.Addr and starts accepting clients on it. It returns the
+// bound address (useful with port 0).
+func (s *Server) Listen(cfg ListenerConfig) (net.Addr, error) {
+	if cfg.Protocol != route.IMAP && cfg.Protocol != route.POP3 {
+		return nil, fmt.Errorf("listener %s: unknown protocol %q", cfg.Name, cfg.Protocol)
+	}
+	if cfg.TLS != TLSNone && s.opts.TLS == nil {
+		return nil, fmt.Errorf("listener %s: TLS mode %s needs a certificate", cfg.Name, cfg.TLS)
+	}
+	if cfg.ProxyProtocol && len(cfg.ProxyFrom) == 0 {
+		return nil, fmt.Errorf("listener %s: proxy protocol needs proxy_from", cfg.Name)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", cfg.Name, err)
+	}
+	if cfg.Name == "" {
+		cfg.Name = cfg.Protocol + "-" + ln.Addr().String()
+	}
+	l := &listener{cfg: cfg, ln: ln, text: newProtoText(cfg.Protocol, s.opts.Hostname)}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return nil, ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.acceptLoop(l)
+	return ln.Addr(), nil
+}
+
+// acceptLoop accepts clients until the listener is closed, backing off on
+// errors such as running out of file descriptors.
+func (s *Server) acceptLoop(l *listener) {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			s.log.Warn("accept failed", "listener", l.cfg.Name, "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.stats.Accepted.Add(1)
+		sess := newSession(s, l, c)
+		if !s.register(sess) {
+			c.Close()
+			continue
+		}
+		go sess.serve()
+	}
+}
+
+func (s *Server) register(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) unregister(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	if sess.userKey != "" {
+		if m := s.byUser[sess.userKey]; m != nil {
+			delete(m, sess)
+			if len(m) == 0 {
+				delete(s.byUser, sess.userKey)
+			}
+		}
+	}
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// setUser files a logged-in session under its user, for Kick.
+func (s *Server) setUser(sess *session, user string) {
+	key := strings.ToLower(user)
+	s.mu.Lock()
+	sess.userKey = key
+	m := s.byUser[key]
+	if m == nil {
+		m = make(map[*session]struct{})
+		s.byUser[key] = m
+	}
+	m[sess] = struct{}{}
+	s.mu.Unlock()
+}
+
+// Kick closes every logged-in session of user on this node, telling IMAP
+// clients why with an untagged BYE. It returns how many were closed.
+func (s *Server) Kick(user, reason string) int {
+	s.mu.Lock()
+	var victims []*session
+	for sess := range s.byUser[strings.ToLower(user)] {
+		victims = append(victims, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range victims {
+		sess.kick(reason)
+	}
+	s.stats.Kicked.Add(uint64(len(victims)))
+	return len(victims)
+}
+
+// SessionInfo describes a live session.
+type SessionInfo struct {
+	ID       string
+	User     string
+	Protocol string
+	Client   string
+	Backend  string
+	TLS      bool
+	Since    time.Time
+}
+
+// Sessions lists the logged-in sessions.
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []SessionInfo
+	for _, m := range s.byUser {
+		for sess := range m {
+			out = append(out, sess.info())
+		}
+	}
+	return out
+}
+
+// Shutdown stops accepting, waits for sessions to end until ctx is done,
+// then closes the remaining ones with a BYE and waits for them to go.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeListeners()
+	done := make(chan struct{})
+	go s.waitSessions(done)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	var all []*session
+	for sess := range s.sessions {
+		all = append(all, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range all {
+		sess.kick("Server shutting down, please reconnect.")
+	}
+	s.cancel()
+	<-done
+	return ctx.Err()
+}
+
+func (s *Server) waitSessions(done chan<- struct{}) {
+	s.wg.Wait()
+	close(done)
+}
+
+// Close closes listeners and every session at once.
+func (s *Server) Close() error {
+	s.closeListeners()
+	s.cancel()
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.closeNow()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.ln.Close()
+	}
+	s.mu.Unlock()
+}
+
+// recoverSession logs and counts a panic in one session, so that it cannot
+// take the node down.
+func (s *Server) recoverSession(sess *session) {
+	if r := recover(); r != nil {
+		s.stats.Panics.Add(1)
+		s.log.Error("session panic", "cid", sess.id, "panic", r, "stack", string(debug.Stack()))
+	}
+}

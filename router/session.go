@@ -1,0 +1,371 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"switchboard/route"
+)
+
+// Outcome is how a session ended, as logged and counted.
+type Outcome string
+
+const (
+	OutcomeOK            Outcome = "ok"           // logged in and spliced until either side was done
+	OutcomeAuthFailed    Outcome = "auth_failed"  // wrong password or unknown user
+	OutcomeUnavailable   Outcome = "unavailable"  // map or backend unreachable
+	OutcomeRefused       Outcome = "refused"      // held or limited by the Gate
+	OutcomeClientQuit    Outcome = "client_quit"  // LOGOUT/QUIT or hang-up before login
+	OutcomeTimeout       Outcome = "timeout"      // idle before login
+	OutcomeProtocolError Outcome = "protocol_error"
+	OutcomeTLSFailed     Outcome = "tls_failed"
+	OutcomeProxyRefused  Outcome = "proxy_refused" // PROXY header missing, bad, or from an untrusted peer
+	OutcomeKicked        Outcome = "kicked"
+	OutcomeShutdown      Outcome = "shutdown"
+)
+
+// bufSize is the size of a client's read buffer before login, and so the
+// longest command line accepted.
+const bufSize = 4096
+
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
+
+// session is one client connection.
+type session struct {
+	srv *Server
+	l   *listener
+	id  string
+
+	raw    net.Conn     // as accepted
+	tcp    *net.TCPConn // raw, if it is TCP (splice, TCP_INFO)
+	conn   net.Conn     // the client: raw, or a *tls.Conn over it
+	br     *bufio.Reader
+	isTLS  bool
+	client netip.AddrPort // the real client (PROXY header or peer)
+	local  netip.AddrPort // the address the client connected to
+
+	start    time.Time
+	loginDur time.Duration
+	user     string
+	userKey  string // set by Server.setUser
+	outcome  Outcome
+	errMsg   string
+	in, out  int64
+	nerrors  int
+
+	mu      sync.Mutex
+	backend *backendConn // once logged in
+	kicked  string       // the reason, once kicked
+	done    bool
+	bhost   string
+	baddr   string
+}
+
+func newSession(s *Server, l *listener, c net.Conn) *session {
+	sess := &session{srv: s, l: l, id: newID(), raw: c, conn: c, start: time.Now()}
+	sess.tcp, _ = c.(*net.TCPConn)
+	sess.client = addrPort(c.RemoteAddr())
+	sess.local = addrPort(c.LocalAddr())
+	return sess
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns a short random session ID, also sent to the backend as
+// x-session-id so both logs can be joined.
+func newID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return idEncoding.EncodeToString(b[:])
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func (sess *session) serve() {
+	srv := sess.srv
+	proto := 0
+	if sess.l.cfg.Protocol == route.POP3 {
+		proto = 1
+	}
+	srv.stats.Active[proto].Add(1)
+	defer srv.stats.Active[proto].Add(-1)
+	defer srv.unregister(sess)
+	defer srv.recoverSession(sess)
+	defer sess.finish()
+
+	sess.br = readerPool.Get().(*bufio.Reader)
+	sess.br.Reset(sess.raw)
+
+	if sess.l.cfg.ProxyProtocol {
+		if err := sess.readProxyHeader(); err != nil {
+			sess.fail(OutcomeProxyRefused, err)
+			return
+		}
+	}
+	if sess.l.cfg.TLS == TLSImplicit {
+		if err := sess.startTLS(); err != nil {
+			sess.fail(OutcomeTLSFailed, err)
+			return
+		}
+	}
+	var b *backendConn
+	if sess.l.cfg.Protocol == route.IMAP {
+		b = sess.imapLogin()
+	} else {
+		b = sess.pop3Login()
+	}
+	if b == nil {
+		return
+	}
+	sess.splice(b)
+}
+
+// finish closes the client, returns buffers and logs the session line.
+func (sess *session) finish() {
+	sess.mu.Lock()
+	sess.done = true
+	b := sess.backend
+	sess.mu.Unlock()
+	sess.conn.Close()
+	sess.raw.Close()
+	if b != nil {
+		b.Close()
+	}
+	if sess.br != nil {
+		sess.br.Reset(nil)
+		readerPool.Put(sess.br)
+		sess.br = nil
+	}
+	if sess.outcome == "" {
+		sess.outcome = OutcomeClientQuit
+	}
+	attrs := []any{
+		"cid", sess.id,
+		"proto", sess.l.cfg.Protocol,
+		"listener", sess.l.cfg.Name,
+		"client", sess.client.String(),
+		"tls", sess.isTLS,
+		"user", sess.user,
+		"backend", sess.baddr,
+		"outcome", string(sess.outcome),
+		"bytes_in", sess.in,
+		"bytes_out", sess.out,
+		"duration", time.Since(sess.start).Round(time.Millisecond),
+	}
+	if sess.loginDur > 0 {
+		attrs = append(attrs, "login_ms", float64(sess.loginDur.Microseconds())/1000)
+	}
+	if sess.errMsg != "" {
+		attrs = append(attrs, "err", sess.errMsg)
+	}
+	sess.srv.log.Info("session", attrs...)
+}
+
+// fail records how the session ended. err, if any, is logged; it must never
+// hold a password.
+func (sess *session) fail(o Outcome, err error) {
+	sess.outcome = o
+	if err != nil && sess.errMsg == "" {
+		sess.errMsg = err.Error()
+	}
+	if o == OutcomeTimeout || o == OutcomeClientQuit || o == OutcomeProtocolError || o == OutcomeTLSFailed || o == OutcomeProxyRefused {
+		sess.srv.stats.PreauthClosed.Add(1)
+	}
+}
+
+func (sess *session) info() SessionInfo {
+	return SessionInfo{
+		ID: sess.id, User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client.String(),
+		Backend: sess.baddr, TLS: sess.isTLS, Since: sess.start,
+	}
+}
+
+// readProxyHeader reads the PROXY protocol header, refusing peers outside
+// ProxyFrom.
+func (sess *session) readProxyHeader() error {
+	peer := sess.client.Addr()
+	allowed := false
+	for _, p := range sess.l.cfg.ProxyFrom {
+		if p.Contains(peer) {
+			allowed = true
+			break
+		}
+	}
+	if !allowed {
+		return fmt.Errorf("PROXY header from untrusted peer %s", peer)
+	}
+	if err := sess.raw.SetReadDeadline(time.Now().Add(handshakeTimeout)); err != nil {
+		return err
+	}
+	h, err := proxyproto.Read(sess.br)
+	if err != nil {
+		return fmt.Errorf("PROXY header: %w", err)
+	}
+	if h.Command.IsProxy() {
+		if src, ok := h.SourceAddr.(*net.TCPAddr); ok {
+			ap := src.AddrPort()
+			sess.client = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		if dst, ok := h.DestinationAddr.(*net.TCPAddr); ok {
+			ap := dst.AddrPort()
+			sess.local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	return nil
+}
+
+// bufferedConn reads what a bufio.Reader still holds before reading the
+// connection itself. It carries a TLS handshake whose first bytes were
+// already buffered (after a PROXY header, or sent early after STARTTLS).
+type bufferedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// startTLS runs the server side of a TLS handshake on the client
+// connection, under a deadline, and resets the reader onto it.
+func (sess *session) startTLS() error {
+	var under net.Conn = sess.raw
+	if sess.br.Buffered() > 0 {
+		n := sess.br.Buffered()
+		pending, _ := sess.br.Peek(n)
+		under = &bufferedConn{Conn: sess.raw, r: io.MultiReader(bytesReader(pending), sess.raw)}
+	}
+	tc := tls.Server(under, sess.srv.opts.TLS)
+	ctx, cancel := context.WithTimeout(sess.srv.ctx, handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	sess.conn = tc
+	sess.isTLS = true
+	sess.br.Reset(tc)
+	return nil
+}
+
+func bytesReader(b []byte) io.Reader {
+	c := make([]byte, len(b))
+	copy(c, b)
+	return &sliceReader{b: c}
+}
+
+type sliceReader struct{ b []byte }
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// plaintextAllowed reports whether the client may send a password now.
+func (sess *session) plaintextAllowed() bool {
+	if sess.isTLS {
+		return true
+	}
+	a := sess.client.Addr()
+	for _, p := range sess.srv.opts.TrustedNets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// canStartTLS reports whether STARTTLS/STLS may be offered now.
+func (sess *session) canStartTLS() bool {
+	return !sess.isTLS && sess.l.cfg.TLS == TLSStartTLS
+}
+
+// write sends b to the client under the pre-login deadline.
+func (sess *session) write(b []byte) error {
+	if err := sess.conn.SetWriteDeadline(time.Now().Add(sess.srv.opts.preauthTimeout())); err != nil {
+		return err
+	}
+	_, err := sess.conn.Write(b)
+	return err
+}
+
+// readDeadline arms the pre-login read deadline before each command.
+func (sess *session) readDeadline() error {
+	return sess.conn.SetReadDeadline(time.Now().Add(sess.srv.opts.preauthTimeout()))
+}
+
+// isTimeout reports whether err is a deadline expiry.
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// readFailed classifies a read error before login.
+func (sess *session) readFailed(err error) Outcome {
+	switch {
+	case isTimeout(err):
+		sess.fail(OutcomeTimeout, nil)
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
+		sess.fail(OutcomeClientQuit, nil)
+	default:
+		sess.fail(OutcomeClientQuit, err)
+	}
+	return sess.outcome
+}
+
+// kick ends the session: a logged-in one gets a BYE (IMAP) once its
+// splice has stopped; one still logging in is closed.
+func (sess *session) kick(reason string) {
+	sess.mu.Lock()
+	if sess.done || sess.kicked != "" {
+		sess.mu.Unlock()
+		return
+	}
+	sess.kicked = reason
+	b := sess.backend
+	sess.mu.Unlock()
+	past := time.Unix(1, 0)
+	if b != nil {
+		b.conn.SetReadDeadline(past)
+	}
+	sess.conn.SetReadDeadline(past)
+}
+
+func (sess *session) kickReason() string {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.kicked
+}
+
+func (sess *session) closeNow() {
+	sess.raw.Close()
+	sess.mu.Lock()
+	if b := sess.backend; b != nil {
+		b.conn.Close()
+	}
+	sess.mu.Unlock()
+}
