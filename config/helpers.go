@@ -1,0 +1,64 @@
+package config
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+
+	"switchboard/route"
+)
+
+// HostMap returns the [hosts] table and the backend ports as a
+// route.HostMap.
+func (cfg *Config) HostMap() *route.HostMap {
+	m := &route.HostMap{
+		Hosts:    make(map[string]route.HostAddrs, len(cfg.Hosts)),
+		IMAPPort: cfg.Backend.IMAPPort,
+		POP3Port: cfg.Backend.POP3Port,
+	}
+	for name, e := range cfg.Hosts {
+		m.Hosts[name] = route.HostAddrs{Addr: e.Addr, IMAP: e.IMAP, POP3: e.POP3}
+	}
+	return m
+}
+
+// TrustedNets returns trusted_networks parsed. Entries that do not parse
+// (Load refuses them) are left out.
+func (cfg *Config) TrustedNets() []netip.Prefix { return prefixes(cfg.TrustedNetworks) }
+
+// ProxyNets returns proxy_from parsed. Entries that do not parse (Load
+// refuses them) are left out.
+func (l *Listener) ProxyNets() []netip.Prefix { return prefixes(l.ProxyFrom) }
+
+func prefixes(ss []string) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		if p, err := parseCIDR(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Level returns log_level as a slog.Level; unknown values mean info.
+func (cfg *Config) Level() slog.Level {
+	switch cfg.LogLevel {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// Logger returns a logger writing to w at log_level in log_format.
+func (cfg *Config) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.Level()}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
