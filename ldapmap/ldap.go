@@ -116,7 +116,11 @@ type Options struct {
 	Timeout time.Duration
 
 	// RetryDownAfter is how long a server that failed to connect or to
-	// answer is skipped before one lookup tries it again. Zero means 5s.
+	// answer is skipped before one lookup tries it again; meanwhile
+	// lookups go to the next server, or fail with route.ErrUnavailable at
+	// once if there is none. The lookup that makes the retry pays for it:
+	// up to DialTimeout for a server that does not answer at all. Zero
+	// means 5s.
 	RetryDownAfter time.Duration
 
 	// Logger receives server state changes and directory errors. It never

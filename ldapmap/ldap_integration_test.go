@@ -472,3 +472,56 @@ func TestIntegrationFailback(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestIntegrationMissingBase checks that a search base that does not
+// exist is an outage (logged), not a directory full of unknown users.
+func TestIntegrationMissingBase(t *testing.T) {
+	s := startSlapd(t)
+	logs := &lockedBuffer{}
+	o := slapdOptions(s, logs)
+	o.BaseDN = "ou=nowhere," + s.BaseDN
+	l := newTestLDAP(t, o)
+	start := time.Now()
+	_, err := l.Lookup(context.Background(), "alice@example.org")
+	t.Logf("lookup took %v", time.Since(start))
+	if !errors.Is(err, route.ErrUnavailable) || errors.Is(err, route.ErrUnknownUser) {
+		t.Fatalf("Lookup = %v, want ErrUnavailable", err)
+	}
+	if !strings.Contains(logs.String(), "No Such Object") {
+		t.Errorf("not logged:\n%s", logs)
+	}
+	if l.servers[0].downUntil.Load() != 0 {
+		t.Error("server marked down for a result code")
+	}
+}
+
+func BenchmarkIntegrationLookup(b *testing.B) {
+	if testing.Short() {
+		b.Skip("needs slapd")
+	}
+	s, err := testbed.StartSlapd(testbed.SlapdOptions{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Stop()
+	if err := s.AddUsers(testbed.User{Mail: "alice@example.org", Password: "x", Hosts: []string{"mx1", "mx2"}}); err != nil {
+		b.Fatal(err)
+	}
+	l, err := NewLDAP(&Options{URIs: []string{s.URI}, BindDN: s.BindDN, BindPassword: Secret(s.BindPassword),
+		BaseDN: s.PeopleDN, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := l.Lookup(ctx, "alice@example.org"); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
