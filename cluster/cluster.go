@@ -816,7 +816,9 @@ func (c *Cluster) runTicker() {
 				c.sweep(now)
 				lastSweep = now
 			}
-			c.queue.Prune(maxQueuedBroadcasts)
+			if c.queue.NumQueued() > maxQueuedBroadcasts {
+				c.queue.Prune(maxQueuedBroadcasts) // panics on a queue never used
+			}
 		}
 	}
 }
@@ -889,7 +891,8 @@ func (c *Cluster) runJoiner() {
 	defer c.wg.Done()
 	backoff := 500 * time.Millisecond
 	maxBackoff := c.opts.reconnectInterval()
-	for attempt := 0; ; attempt++ {
+	warned := false
+	for {
 		alone := c.numAlive.Load() <= 1
 		targets := c.joinTargets(alone)
 		joined := 0
@@ -906,8 +909,10 @@ func (c *Cluster) runJoiner() {
 		switch {
 		case joined > 0:
 			c.logger.Info("cluster joined", "peers", joined, "members", c.numAlive.Load())
-		case alone && len(targets) > 0:
-			c.logger.Warn("cluster alone: no peer reachable, retrying", "peers", targets, "retry", backoff)
+			warned = false
+		case alone && len(targets) > 0 && !warned:
+			c.logger.Warn("cluster alone: no peer reachable, retrying in the background", "peers", targets)
+			warned = true
 		}
 		wait := maxBackoff
 		if alone && joined == 0 {

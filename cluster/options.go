@@ -240,7 +240,6 @@ func (o *Options) memberlistConfig(name string, logger *slog.Logger) (*memberlis
 	mc.PushPullInterval = durationOr(o.PushPullInterval, defaultPushPullInterval)
 	mc.TCPTimeout = durationOr(o.TCPTimeout, defaultTCPTimeout)
 	mc.UDPBufferSize = intOr(o.UDPBufferSize, defaultUDPBufferSize)
-	mc.RequireNodeNames = true
 	mc.LogOutput = nil
 	mc.Logger = newMemberlistLogger(logger)
 
