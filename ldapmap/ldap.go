@@ -180,6 +180,9 @@ func (o *Options) logger() *slog.Logger {
 // errClosed is returned by Lookup after Close.
 var errClosed = errors.New("ldapmap: closed")
 
+// errConnClosed is a search on a connection that was closing.
+var errConnClosed = errors.New("connection closed")
+
 // errAllDown is returned when every server is marked down.
 var errAllDown = errors.New("all servers marked down")
 
@@ -413,8 +416,11 @@ func (l *LDAP) Lookup(ctx context.Context, user string) (route.Result, error) {
 			if ctx.Err() != nil {
 				return route.Result{}, fmt.Errorf("ldapmap: lookup %q: %w: %w", user, ctx.Err(), route.ErrUnavailable)
 			}
-			if lastErr == nil {
+			switch {
+			case lastErr == nil:
 				lastErr = err
+			case !errors.Is(err, errAllDown):
+				lastErr = fmt.Errorf("%w; %w", lastErr, err)
 			}
 			return route.Result{}, fmt.Errorf("ldapmap: lookup %q: %w: %w", user, lastErr, route.ErrUnavailable)
 		}
@@ -477,6 +483,9 @@ func (e *searchError) Unwrap() error { return e.err }
 // search runs req on c and turns its entries into an answer. Errors that
 // are answers wrap route sentinels; the others are *searchError.
 func (l *LDAP) search(ctx context.Context, c *ldap.Conn, req *ldap.SearchRequest) (route.Result, error) {
+	if c.IsClosing() {
+		return route.Result{}, &searchError{failConn, errConnClosed}
+	}
 	sctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	resp := c.SearchAsync(sctx, req, searchResultBuffer)
@@ -510,6 +519,12 @@ func (l *LDAP) search(ctx context.Context, c *ldap.Conn, req *ldap.SearchRequest
 		return route.Result{}, &searchError{failServer, fmt.Errorf("search timed out after %v", l.timeout)}
 	case err != nil:
 		return route.Result{}, classify(c, err)
+	case c.IsClosing():
+		// SearchAsync ends without an error when it finds the connection
+		// closing before it sends the request: no entries then does not
+		// mean no user. (Closed after a complete answer, this costs a
+		// retry, never a wrong answer.)
+		return route.Result{}, &searchError{failConn, errConnClosed}
 	case len(entries) == 0:
 		return route.Result{}, route.ErrUnknownUser
 	}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"switchboard/route"
 )
 
@@ -320,5 +322,32 @@ func TestLookupAfterClose(t *testing.T) {
 	l.Close()
 	if _, err := l.Lookup(context.Background(), "alice@example.org"); !errors.Is(err, route.ErrUnavailable) {
 		t.Fatalf("Lookup after Close = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestSearchOnClosedConn pins down why search checks IsClosing: go-ldap's
+// SearchAsync on a closing connection ends with no entries and no error,
+// which must not read as "no such user".
+func TestSearchOnClosedConn(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	c := ldap.NewConn(client, false)
+	c.Start()
+	c.Close()
+
+	resp := c.SearchAsync(context.Background(), &ldap.SearchRequest{BaseDN: "dc=x", Filter: "(mail=x)"}, 1)
+	if next := resp.Next(); next || resp.Err() != nil {
+		t.Logf("go-ldap now reports a closed connection (Next %v, Err %v): the IsClosing checks in search are belt and braces", next, resp.Err())
+	}
+
+	fs := newFakeServer(t, hangUp)
+	l := newTestLDAP(t, Options{URIs: []string{fs.uri()}})
+	_, err := l.search(context.Background(), c, &ldap.SearchRequest{BaseDN: "dc=x", Filter: "(mail=x)", Attributes: l.attrs})
+	var se *searchError
+	if !errors.As(err, &se) || se.kind != failConn {
+		t.Fatalf("search on a closed connection = %v, want a connection failure", err)
+	}
+	if errors.Is(err, route.ErrUnknownUser) {
+		t.Fatal("closed connection read as unknown user")
 	}
 }
