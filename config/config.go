@@ -64,6 +64,20 @@ type Config struct {
 	// File is the path the configuration was loaded from. Relative paths
 	// in it were resolved against its directory. Not a key.
 	File string `toml:"-"`
+
+	// keys knows the line of each key in File.
+	keys *keyLines
+}
+
+// ErrorAt returns err as an *Error at the line of key in the file, for a
+// problem found after Load that concerns a key: a listener that cannot
+// bind, a certificate that fails to reload.
+func (cfg *Config) ErrorAt(key string, err error) *Error {
+	line := 0
+	if cfg.keys != nil {
+		line = cfg.keys.line(key)
+	}
+	return &Error{File: cfg.File, Line: line, Key: key, Msg: err.Error()}
 }
 
 // TLS is the [tls] table: the listeners' certificates.

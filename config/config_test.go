@@ -205,6 +205,10 @@ func TestLoadExample(t *testing.T) {
 	if cfg.Map.CacheTTL.Duration != 5*time.Minute || !cfg.Map.ServeStale {
 		t.Errorf("Map = %+v", cfg.Map)
 	}
+	want := filepath.Join(dir, "switchboard.toml") + `:29: listen[2].address: listen tcp: address already in use`
+	if got := cfg.ErrorAt("listen[2].address", errors.New("listen tcp: address already in use")).Error(); got != want {
+		t.Errorf("ErrorAt = %s, want %s", got, want)
+	}
 }
 
 // TestDefaults loads the least a file can say and checks Default fills

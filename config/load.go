@@ -70,7 +70,8 @@ func parse(path, data string) (*Config, error) {
 		return nil, decodeError(path, data, err)
 	}
 	cfg.File = path
-	c := &checker{file: path, keys: scanKeys(data)}
+	cfg.keys = scanKeys(data)
+	c := &checker{file: path, keys: cfg.keys}
 
 	c.unknownKeys(md.Undecoded())
 	dropAbsent(cfg, &md)

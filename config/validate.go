@@ -35,6 +35,9 @@ func (cfg *Config) validate(c *checker) {
 	checkDurations(c, reflect.ValueOf(cfg).Elem(), "")
 	rv := reflect.ValueOf(cfg).Elem()
 	for i := range rv.NumField() {
+		if tomlName(rv.Type().Field(i)) == "" {
+			continue
+		}
 		f := rv.Field(i)
 		var v any
 		switch {
