@@ -30,6 +30,7 @@ const lookupTimeout = 30 * time.Second
 // addresses it resolves to.
 func runLookup(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("lookup", "user@domain", stderr)
+	verbose := f.fs.Bool("v", false, "also print the user map's log messages (connections, failovers)")
 	if err := f.parse(args, 1); err != nil {
 		return exitStatus(err)
 	}
@@ -39,7 +40,13 @@ func runLookup(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, err)
 		return lookupFailed
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	// The answer says what went wrong; the map's own log lines repeat it,
+	// so they are shown only on request.
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	slog.SetDefault(logger)
 	m, closer, err := newMapper(cfg)
 	if err != nil {
 		printProblems(stderr, err)

@@ -32,10 +32,10 @@ var version = ""
 const usage = `usage: switchboard <command> [flags] [arguments]
 
 commands:
-  serve   -config FILE               run the proxy
-  check   -config FILE               check the configuration, print every problem
-  lookup  -config FILE user@domain   show where a login is routed
-  version                            print the version
+  serve   -config FILE                   run the proxy
+  check   -config FILE                   check the configuration, print every problem
+  lookup  -config FILE [-v] user@domain   show where a login is routed
+  version                                print the version
 
 FILE defaults to ` + defaultConfig + `.
 Exit status: 0 success, 1 failure or usage error; lookup exits 2 for an
