@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"switchboard/route"
 )
@@ -157,19 +158,55 @@ func NewCache(inner route.Mapper, opts *CacheOptions) *Cache {
 }
 
 // cacheKey folds user to lower case. strings.ToLower returns its argument
-// without allocating when there is nothing to fold, which keeps hits
-// allocation-free for the usual lower-case logins.
+// without allocating when there is nothing to fold.
 func cacheKey(user string) string { return strings.ToLower(user) }
 
-// Lookup answers from the cache when it can, and asks the inner mapper
-// otherwise. Cached answers have Source "cache", expired ones served
-// while the inner mapper is unavailable have Source "stale".
-func (c *Cache) Lookup(ctx context.Context, user string) (route.Result, error) {
+// foldASCII writes user folded to lower case into buf and reports
+// whether it could: only ASCII logins that fit are folded here (which is
+// what strings.ToLower does to them too); the others go through cacheKey.
+func foldASCII(buf *[maxLoginLen]byte, user string) ([]byte, bool) {
+	if len(user) > len(buf) {
+		return nil, false
+	}
+	for i := 0; i < len(user); i++ {
+		b := user[i]
+		switch {
+		case b >= utf8.RuneSelf:
+			return nil, false
+		case 'A' <= b && b <= 'Z':
+			b += 'a' - 'A'
+		}
+		buf[i] = b
+	}
+	return buf[:len(user)], true
+}
+
+// peek returns the entry for user, if any, without allocating: logins
+// that need folding are folded on the stack, and a map index with
+// string(bytes) does not copy.
+func (c *Cache) peek(user string) (*cacheShard, *cacheEntry) {
+	var buf [maxLoginLen]byte
+	if kb, ok := foldASCII(&buf, user); ok {
+		sh := &c.shards[maphash.Bytes(c.seed, kb)%cacheShards]
+		sh.mu.RLock()
+		e := sh.entries[string(kb)]
+		sh.mu.RUnlock()
+		return sh, e
+	}
 	key := cacheKey(user)
 	sh := c.shard(key)
 	sh.mu.RLock()
 	e := sh.entries[key]
 	sh.mu.RUnlock()
+	return sh, e
+}
+
+// Lookup answers from the cache when it can, and asks the inner mapper
+// otherwise. Cached answers have Source "cache", expired ones served
+// while the inner mapper is unavailable have Source "stale". A hit does
+// not allocate.
+func (c *Cache) Lookup(ctx context.Context, user string) (route.Result, error) {
+	sh, e := c.peek(user)
 	if e != nil && c.now().Before(e.expires) {
 		if e.err != nil {
 			sh.negHits.Add(1)
@@ -179,6 +216,7 @@ func (c *Cache) Lookup(ctx context.Context, user string) (route.Result, error) {
 		return e.res, nil
 	}
 	c.misses.Add(1)
+	key := cacheKey(user)
 	res, err := c.fetch(ctx, key, user)
 	if err != nil && c.serveStale && errors.Is(err, route.ErrUnavailable) {
 		sh.mu.RLock()

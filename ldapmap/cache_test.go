@@ -421,3 +421,31 @@ func BenchmarkCacheHitFold(b *testing.B) {
 		c.Lookup(ctx, "Alice@Example.org")
 	}
 }
+
+// TestCacheKeyFolding checks that the allocation-free ASCII fold of a hit
+// and the strings.ToLower key of a store find the same entry, for ASCII
+// and non-ASCII logins.
+func TestCacheKeyFolding(t *testing.T) {
+	inner := &fakeMapper{hosts: map[string][]string{
+		"Jörg@Example.org":  {"imap1"},
+		"Alice@Example.org": {"imap2"},
+	}}
+	c := NewCache(inner, nil)
+	ctx := context.Background()
+	for _, group := range [][]string{
+		{"Jörg@Example.org", "jörg@example.org", "JÖRG@EXAMPLE.ORG"},
+		{"Alice@Example.org", "alice@example.org", "ALICE@EXAMPLE.ORG"},
+	} {
+		if _, err := c.Lookup(ctx, group[0]); err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range group[1:] {
+			if res, err := c.Lookup(ctx, u); err != nil || res.Source != "cache" {
+				t.Errorf("Lookup(%q) = %+v, %v; want a hit", u, res, err)
+			}
+		}
+	}
+	if n := inner.calls.Load(); n != 2 {
+		t.Errorf("%d inner calls, want 2", n)
+	}
+}
