@@ -262,13 +262,14 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 	if err := b.conn.SetDeadline(time.Now().Add(sess.srv.opts.loginTimeout())); err != nil {
 		return nil, &transportError{err}
 	}
-	greeting, err := wire.ReadLine(b.br)
+	line, err := wire.ReadLine(b.br)
 	if err != nil {
 		return nil, &transportError{err}
 	}
-	if !bytes.HasPrefix(greeting, []byte("+OK")) {
-		return nil, &transportError{errors.New("unexpected greeting: " + truncate(greeting))}
+	if !bytes.HasPrefix(line, []byte("+OK")) {
+		return nil, &transportError{errors.New("unexpected greeting: " + truncate(line))}
 	}
+	greeting := append([]byte(nil), line...)
 	caps, ok := sess.srv.caps.get(b.addr)
 	if !ok {
 		if _, err := b.conn.Write([]byte("CAPA\r\n")); err != nil {
@@ -280,7 +281,9 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 		}
 		sess.srv.caps.put(b.addr, caps)
 	}
-	xclient := hasCap(caps, "XCLIENT")
+	// Dovecot announces XCLIENT to trusted peers in its greeting
+	// ("+OK [XCLIENT] …"), not in CAPA.
+	xclient := hasCap(caps, "XCLIENT") || bytes.Contains(greeting, []byte("[XCLIENT]"))
 	sasl := hasCap(caps, "SASL PLAIN") || hasSASL(caps, "PLAIN")
 	pipelining := hasCap(caps, "PIPELINING")
 	cmd := make([]byte, 0, 256)
@@ -352,7 +355,7 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 			}
 		}
 	}
-	line, err := wire.ReadLine(b.br)
+	line, err = wire.ReadLine(b.br)
 	if err != nil {
 		return nil, &transportError{err}
 	}
