@@ -151,11 +151,15 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-func (o *Options) preauthTimeout() time.Duration { return orDefault(o.PreauthTimeout, defaultPreauthTimeout) }
-func (o *Options) idleTimeout() time.Duration    { return orDefault(o.IdleTimeout, defaultIdleTimeout) }
-func (o *Options) dialTimeout() time.Duration    { return orDefault(o.DialTimeout, defaultDialTimeout) }
-func (o *Options) loginTimeout() time.Duration   { return orDefault(o.LoginTimeout, defaultLoginTimeout) }
-func (o *Options) lookupTimeout() time.Duration  { return orDefault(o.LookupTimeout, defaultLookupTimeout) }
+func (o *Options) preauthTimeout() time.Duration {
+	return orDefault(o.PreauthTimeout, defaultPreauthTimeout)
+}
+func (o *Options) idleTimeout() time.Duration  { return orDefault(o.IdleTimeout, defaultIdleTimeout) }
+func (o *Options) dialTimeout() time.Duration  { return orDefault(o.DialTimeout, defaultDialTimeout) }
+func (o *Options) loginTimeout() time.Duration { return orDefault(o.LoginTimeout, defaultLoginTimeout) }
+func (o *Options) lookupTimeout() time.Duration {
+	return orDefault(o.LookupTimeout, defaultLookupTimeout)
+}
 func (o *Options) authFailDelay() time.Duration {
 	if o.AuthFailDelay < 0 {
 		return 0
@@ -213,7 +217,7 @@ type Stats struct {
 // StatsSnapshot is a copy of Stats.
 type StatsSnapshot struct {
 	Accepted, LoginOK, LoginFailed, LoginRefused, Unavailable, PreauthClosed, Kicked, Panics, BytesIn, BytesOut uint64
-	ActiveIMAP, ActivePOP3                                                                                    int64
+	ActiveIMAP, ActivePOP3                                                                                      int64
 }
 
 // Stats returns the current counters.

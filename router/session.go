@@ -24,12 +24,12 @@ import (
 type Outcome string
 
 const (
-	OutcomeOK            Outcome = "ok"           // logged in and spliced until either side was done
-	OutcomeAuthFailed    Outcome = "auth_failed"  // wrong password or unknown user
-	OutcomeUnavailable   Outcome = "unavailable"  // map or backend unreachable
-	OutcomeRefused       Outcome = "refused"      // held or limited by the Gate
-	OutcomeClientQuit    Outcome = "client_quit"  // LOGOUT/QUIT or hang-up before login
-	OutcomeTimeout       Outcome = "timeout"      // idle before login
+	OutcomeOK            Outcome = "ok"          // logged in and spliced until either side was done
+	OutcomeAuthFailed    Outcome = "auth_failed" // wrong password or unknown user
+	OutcomeUnavailable   Outcome = "unavailable" // map or backend unreachable
+	OutcomeRefused       Outcome = "refused"     // held or limited by the Gate
+	OutcomeClientQuit    Outcome = "client_quit" // LOGOUT/QUIT or hang-up before login
+	OutcomeTimeout       Outcome = "timeout"     // idle before login
 	OutcomeProtocolError Outcome = "protocol_error"
 	OutcomeTLSFailed     Outcome = "tls_failed"
 	OutcomeProxyRefused  Outcome = "proxy_refused" // PROXY header missing, bad, or from an untrusted peer
