@@ -28,6 +28,7 @@ func TestTestbed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts slapd and Dovecot")
 	}
+	t.Parallel()
 	start := time.Now()
 	tb, err := Start(Options{Dir: t.TempDir()})
 	if err != nil {
@@ -45,6 +46,10 @@ func TestTestbed(t *testing.T) {
 	t.Run("RestartDovecot", func(t *testing.T) { testRestartDovecot(t, tb) })
 	t.Run("RestartSlapd", func(t *testing.T) { testRestartSlapd(t, tb) })
 
+	pgids := []int{tb.LDAP.proc.cmd.Process.Pid}
+	for _, d := range tb.Backends {
+		pgids = append(pgids, d.proc.cmd.Process.Pid)
+	}
 	start = time.Now()
 	if err := tb.Close(); err != nil {
 		t.Fatal(err)
@@ -54,6 +59,44 @@ func TestTestbed(t *testing.T) {
 		if d.Running() {
 			t.Errorf("%s still running after Close", name)
 		}
+	}
+	for _, pgid := range pgids {
+		waitGroupGone(t, pgid)
+	}
+}
+
+// waitGroupGone fails unless every live process of the process group pgid
+// is gone within clientTimeout (zombies awaiting their reaper count as
+// gone).
+func waitGroupGone(t *testing.T, pgid int) {
+	t.Helper()
+	deadline := time.Now().Add(clientTimeout)
+	for {
+		var live []string
+		stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+		for _, path := range stats {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid pgrp …; comm may contain spaces.
+			i := bytes.LastIndexByte(data, ')')
+			if i < 0 {
+				continue
+			}
+			f := strings.Fields(string(data[i+1:]))
+			if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+				live = append(live, string(data[:i+1]))
+			}
+		}
+		if len(live) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("process group %d still has %v", pgid, live)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -509,12 +552,14 @@ func TestStartBulkUsers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts slapd and Dovecot")
 	}
+	t.Parallel()
 	const per = 5
 	tb, err := Start(Options{
 		UsersPerBackend: per,
 		MessagesPerUser: -1,
 		ConfigureBackend: func(name string, o *DovecotOptions) {
 			o.HibernateTimeout = time.Second
+			o.Debug = true // logs each imap process taking over the session
 			o.ExtraConf = "# added by TestStartBulkUsers\n"
 		},
 	})
@@ -543,6 +588,53 @@ func TestStartBulkUsers(t *testing.T) {
 	if got := e.GetAttributeValues("host"); !slices.Equal(got, []string{"mx2"}) {
 		t.Errorf("host = %q, want [mx2]", got)
 	}
+	t.Run("hibernate", func(t *testing.T) {
+		// IDLE without a selected mailbox: hibernating a session with one
+		// needs an inotify instance, and the per-user limit
+		// (fs.inotify.max_user_instances) may be used up by other Dovecot
+		// instances on the machine, since all run as the mail user.
+		d := tb.Backends["mx2"]
+		conn, err := net.DialTimeout("tcp", d.IMAPAddr, clientTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(clientTimeout))
+		r := bufio.NewReader(conn)
+		r.ReadString('\n')
+		fmt.Fprintf(conn, "a LOGIN %s %s\r\n", last.Mail, last.Password)
+		readTagged(t, r, "a")
+		fmt.Fprintf(conn, "b IDLE\r\n")
+		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "+") {
+			t.Fatalf("IDLE: %q", line)
+		}
+		time.Sleep(1700 * time.Millisecond) // imap_hibernate_timeout is 1 s
+		fmt.Fprintf(conn, "DONE\r\n")
+		readTagged(t, r, "b")
+		fmt.Fprintf(conn, "c NOOP\r\n")
+		readTagged(t, r, "c")
+		// After hibernation a new imap process takes over the session.
+		re := regexp.MustCompile(`imap\(` + regexp.QuoteMeta(last.Mail) + `\)<(\d+)>`)
+		deadline := time.Now().Add(clientTimeout)
+		for {
+			log, err := d.Log()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pids := map[string]bool{}
+			for _, m := range re.FindAllStringSubmatch(log, -1) {
+				pids[m[1]] = true
+			}
+			if len(pids) >= 2 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("session not hibernated (imap pids %v):\n%s", pids, log)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
 	dir := tb.Dir
 	if err := tb.Close(); err != nil {
 		t.Fatal(err)
