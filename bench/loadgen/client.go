@@ -28,6 +28,7 @@ const (
 // code for every target, so its own cost cancels out in the ratios.
 type Conn struct {
 	nc   net.Conn
+	stop func() bool // undoes CloseOnDone
 	tc   *tls.Conn
 	br   *bufio.Reader
 	bw   *bufio.Writer
@@ -80,7 +81,18 @@ func (c *Conn) handshake(ctx context.Context, cfg *tls.Config) error {
 }
 
 // Close closes the connection.
-func (c *Conn) Close() error { return c.nc.Close() }
+func (c *Conn) Close() error {
+	if c.stop != nil {
+		c.stop()
+	}
+	return c.nc.Close()
+}
+
+// CloseOnDone closes the connection when ctx is done, so that a session
+// in flight at the end of a measurement window is abandoned at once.
+func (c *Conn) CloseOnDone(ctx context.Context) {
+	c.stop = context.AfterFunc(ctx, func() { c.nc.Close() })
+}
 
 // SetDeadline sets the deadline of the underlying connection.
 func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }

@@ -134,3 +134,23 @@ func kibField(path, key string) (int64, bool) {
 	}
 	return 0, false
 }
+
+// MachineBusy returns the CPU time all cores have spent busy since boot
+// (user, nice, system, irq, softirq and steal in /proc/stat).
+func MachineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}

@@ -71,21 +71,28 @@ type Result struct {
 	Processes      int     `json:"processes,omitempty"`
 	GeneratorProcs int     `json:"generator_processes,omitempty"`
 	Skipped        string  `json:"skipped,omitempty"`
+	// OtherCPU is the share of the machine's CPU capacity used, during
+	// the figure, by processes outside the benchmark (other people's
+	// work on a shared machine): a noise indicator.
+	OtherCPU float64 `json:"other_cpu_share"`
 }
 
 // window is the measured interval of a run, shared by its workers.
 type window struct {
-	start time.Time
-	count int64 // fixed-count mode: completions left to measure
-	end   atomic.Int64
-	done  chan struct{}
-	once  sync.Once
+	// cancel ends the sessions in flight when the window closes.
+	cancel context.CancelFunc
+	start  time.Time
+	count  int64 // fixed-count mode: completions left to measure
+	end    atomic.Int64
+	done   chan struct{}
+	once   sync.Once
 }
 
 func (w *window) stop(t time.Time) {
 	w.once.Do(func() {
 		w.end.Store(t.UnixNano())
 		close(w.done)
+		w.cancel()
 	})
 }
 
@@ -142,7 +149,9 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	}
 
 	begin := time.Now()
-	w := &window{start: begin.Add(s.Warmup), count: int64(s.Count), done: make(chan struct{})}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := &window{cancel: cancel, start: begin.Add(s.Warmup), count: int64(s.Count), done: make(chan struct{})}
 	if s.Count <= 0 {
 		w.end.Store(w.start.Add(s.Duration).UnixNano())
 	}
@@ -161,7 +170,7 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 		if bulk != nil {
 			c = bulk[i]
 		}
-		go runWorker(ctx, &wg, s, tc, w, &next, &left, c, &stats[i])
+		go runWorker(wctx, &wg, s, tc, w, &next, &left, c, &stats[i])
 	}
 	wg.Wait()
 	w.stop(time.Now()) // no-op unless every worker gave up early

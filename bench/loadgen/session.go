@@ -56,10 +56,15 @@ func open(ctx context.Context, t *Target, tc *tlsConfigs, u *User, p Proto, m TL
 	if err != nil {
 		return nil, err
 	}
+	// Abandon the login if ctx ends; the caller decides what holds
+	// the conn afterwards.
+	c.CloseOnDone(ctx)
 	if err := login(ctx, c, cfg, u, p, m); err != nil {
 		c.Close()
 		return nil, err
 	}
+	c.stop()
+	c.stop = nil
 	return c, nil
 }
 
@@ -102,6 +107,7 @@ func imapSession(ctx context.Context, t *Target, tc *tlsConfigs, u *User, m TLSM
 	if err != nil {
 		return err
 	}
+	c.CloseOnDone(ctx)
 	defer c.Close()
 	if err := c.IMAP("FETCH 1:10 (FLAGS ENVELOPE)"); err != nil {
 		return err
@@ -115,6 +121,7 @@ func pop3Session(ctx context.Context, t *Target, tc *tlsConfigs, u *User, m TLSM
 	if err != nil {
 		return err
 	}
+	c.CloseOnDone(ctx)
 	defer c.Close()
 	if err := c.POP3("STAT"); err != nil {
 		return err

@@ -1,0 +1,369 @@
+// Command bench measures Switchboard against direct Dovecot, Perdition and
+// Dovecot's own proxy mode, in one run on one machine, over the testbed of
+// the integration tests (a real slapd and two real Dovecot backends with
+// seeded mailboxes). See docs/performance.md for the method and the knobs.
+//
+//	go run ./bench            # full run, about 15 minutes
+//	BENCH_QUICK=1 go run ./bench   # quick run, about 3 minutes
+//
+// It writes one JSON line per figure to bench/results/<timestamp>.jsonl,
+// prints a markdown table of ratios to direct Dovecot and to Perdition, and
+// puts that table into docs/performance.md between its markers.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"switchboard/bench/loadgen"
+)
+
+// config is the run's knobs: flags, each defaulting from an environment
+// variable so that `make bench` can be steered with BENCH_*.
+type config struct {
+	quick       bool
+	warmup      time.Duration
+	duration    time.Duration
+	conc        []int
+	bulkConc    []int
+	tlsModes    []loadgen.TLSMode
+	bulkTLS     []loadgen.TLSMode
+	idleTLS     []loadgen.TLSMode
+	idleN       int
+	usersPerBE  int
+	targets     []string
+	workloads   []string
+	resultsDir  string
+	docFile     string
+	keep        bool
+	hold        bool
+	switchboard string
+}
+
+var allTargets = []string{"direct", "perdition", "dovecot-proxy", "switchboard"}
+
+func parseConfig() (*config, error) {
+	quick := envBool("BENCH_QUICK")
+	def := func(full, q string) string {
+		if quick {
+			return q
+		}
+		return full
+	}
+	c := &config{quick: quick}
+	var conc, bulkConc, tlsModes, bulkTLS, idleTLS, targets, workloads string
+	flag.BoolVar(&c.quick, "quick", quick, "quick mode (BENCH_QUICK): short windows, fewer idle sessions")
+	flag.DurationVar(&c.warmup, "warmup", envDuration("BENCH_WARMUP", def("1s", "500ms")), "unmeasured warm-up before each figure (BENCH_WARMUP)")
+	flag.DurationVar(&c.duration, "duration", envDuration("BENCH_DURATION", def("4s", "1s")), "measured window of each figure (BENCH_DURATION)")
+	flag.StringVar(&conc, "concurrency", env("BENCH_CONCURRENCY", "1,16,64"), "session workloads' concurrencies (BENCH_CONCURRENCY)")
+	flag.StringVar(&bulkConc, "bulk-concurrency", env("BENCH_BULK_CONCURRENCY", "1,4"), "bulk FETCH concurrencies (BENCH_BULK_CONCURRENCY)")
+	flag.StringVar(&tlsModes, "tls", env("BENCH_TLS", def("none,implicit,starttls", "none,implicit")), "TLS modes of the session workloads (BENCH_TLS)")
+	flag.StringVar(&bulkTLS, "bulk-tls", env("BENCH_BULK_TLS", def("none,implicit", "none")), "TLS modes of the bulk workload (BENCH_BULK_TLS)")
+	flag.StringVar(&idleTLS, "idle-tls", env("BENCH_IDLE_TLS", "none,implicit"), "TLS modes of the idle workload (BENCH_IDLE_TLS)")
+	flag.IntVar(&c.idleN, "idle", envInt("BENCH_IDLE_N", map[bool]int{false: 5000, true: 500}[quick]), "sessions held in IDLE (BENCH_IDLE_N)")
+	flag.IntVar(&c.usersPerBE, "users", envInt("BENCH_USERS_PER_BACKEND", 100), "seeded users per backend (BENCH_USERS_PER_BACKEND)")
+	flag.StringVar(&targets, "targets", env("BENCH_TARGETS", strings.Join(allTargets, ",")), "targets to measure (BENCH_TARGETS)")
+	flag.StringVar(&workloads, "workloads", env("BENCH_WORKLOADS", "imap-session,pop3-session,bulk-fetch,idle"), "workloads to run (BENCH_WORKLOADS)")
+	flag.StringVar(&c.resultsDir, "results", env("BENCH_RESULTS", "bench/results"), "directory for the JSON lines (BENCH_RESULTS)")
+	flag.StringVar(&c.docFile, "doc", env("BENCH_DOC", "docs/performance.md"), "markdown file whose table is replaced; empty for none (BENCH_DOC)")
+	flag.BoolVar(&c.keep, "keep", envBool("BENCH_KEEP"), "keep the testbed directory (logs, configs) after the run (BENCH_KEEP)")
+	flag.BoolVar(&c.hold, "hold", false, "start the testbed and the targets, print their addresses and a user, and wait for a signal instead of measuring")
+	flag.StringVar(&c.switchboard, "switchboard", env("BENCH_SWITCHBOARD", ""), "switchboard binary; empty builds ./cmd/switchboard (BENCH_SWITCHBOARD)")
+	flag.Parse()
+	if c.quick && !quick {
+		// -quick given on the command line: quick defaults for every
+		// knob neither set by flag nor by environment.
+		set := make(map[string]bool)
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quickDefault := func(name, envKey string, apply func()) {
+			if !set[name] && os.Getenv(envKey) == "" {
+				apply()
+			}
+		}
+		quickDefault("warmup", "BENCH_WARMUP", func() { c.warmup = 500 * time.Millisecond })
+		quickDefault("duration", "BENCH_DURATION", func() { c.duration = time.Second })
+		quickDefault("bulk-tls", "BENCH_BULK_TLS", func() { bulkTLS = "none" })
+		quickDefault("tls", "BENCH_TLS", func() { tlsModes = "none,implicit" })
+		quickDefault("idle", "BENCH_IDLE_N", func() { c.idleN = 500 })
+	}
+
+	var err error
+	if c.conc, err = ints(conc); err != nil {
+		return nil, err
+	}
+	if c.bulkConc, err = ints(bulkConc); err != nil {
+		return nil, err
+	}
+	for _, p := range []struct {
+		s   string
+		dst *[]loadgen.TLSMode
+	}{{tlsModes, &c.tlsModes}, {bulkTLS, &c.bulkTLS}, {idleTLS, &c.idleTLS}} {
+		for _, m := range list(p.s) {
+			switch loadgen.TLSMode(m) {
+			case loadgen.TLSNone, loadgen.TLSImplicit, loadgen.TLSStartTLS:
+				*p.dst = append(*p.dst, loadgen.TLSMode(m))
+			default:
+				return nil, fmt.Errorf("unknown TLS mode %q (none, implicit, starttls)", m)
+			}
+		}
+	}
+	c.targets = list(targets)
+	for _, t := range c.targets {
+		if !contains(allTargets, t) {
+			return nil, fmt.Errorf("unknown target %q (%s)", t, strings.Join(allTargets, ", "))
+		}
+	}
+	c.workloads = list(workloads)
+	return c, nil
+}
+
+func main() {
+	loadgen.MaybeIdleChild()
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("bench: ")
+	cfg, err := parseConfig()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if os.Geteuid() != 0 {
+		log.Fatal("the testbed needs root (Dovecot switches to the mail user, perdition binds as root)")
+	}
+	raiseNoFile()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if err := run(ctx, cfg); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// raiseNoFile lifts the soft descriptor limit to the hard one. Calling
+// Setrlimit ourselves also makes the targets we start inherit it.
+func raiseNoFile() {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+}
+
+func run(ctx context.Context, cfg *config) error {
+	started := time.Now()
+	runID := started.UTC().Format("20060102T150405Z")
+	dir, err := os.MkdirTemp("", "sbbench")
+	if err != nil {
+		return err
+	}
+	if cfg.keep {
+		log.Printf("testbed directory: %s (kept)", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+
+	log.Printf("starting the testbed (%d users per backend)", cfg.usersPerBE)
+	tb, err := startBed(dir, cfg.usersPerBE)
+	if err != nil {
+		return err
+	}
+	defer tb.close()
+	log.Printf("testbed up in %v: slapd %s, mx1 %s, mx2 %s", time.Since(started).Round(time.Millisecond),
+		tb.slapd.Addr, tb.backends[0].IP, tb.backends[1].IP)
+
+	targets := startTargets(ctx, cfg, tb, dir)
+	defer func() {
+		for _, t := range targets {
+			t.stop()
+		}
+	}()
+
+	if cfg.hold {
+		return hold(ctx, tb, targets)
+	}
+
+	if err := os.MkdirAll(cfg.resultsDir, 0o755); err != nil {
+		return err
+	}
+	outPath := filepath.Join(cfg.resultsDir, runID+".jsonl")
+	out, err := os.Create(outPath)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	enc := json.NewEncoder(out)
+	mode := "full"
+	if cfg.quick {
+		mode = "quick"
+	}
+	var rows []row
+	emit := func(r loadgen.Result) {
+		rw := row{Result: r, Run: runID, Mode: mode}
+		rows = append(rows, rw)
+		if err := enc.Encode(rw); err != nil {
+			log.Printf("write %s: %v", outPath, err)
+		}
+	}
+	for _, t := range targets {
+		if t.skip != "" {
+			log.Printf("%s: not available: %s", t.name(), t.skip)
+			emit(loadgen.Result{Target: t.name(), Workload: "all", Skipped: t.skip})
+		}
+	}
+
+	figs := figures(cfg)
+	for i, f := range figs {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Printf("[%d/%d] %s", i+1, len(figs), f)
+		// Rotate the order of targets from one figure to the next, so
+		// that drift in the machine's load (it is shared) does not
+		// always favour the same target.
+		for j := range targets {
+			t := targets[(i+j)%len(targets)]
+			if t.skip != "" {
+				continue
+			}
+			r, err := f.run(ctx, cfg, tb, t)
+			if errors.Is(err, errUnsupported) {
+				continue
+			}
+			if err != nil {
+				log.Printf("  %-14s error: %v", t.name(), err)
+				if r.FirstError == "" {
+					r.FirstError = err.Error()
+				}
+			} else {
+				log.Printf("  %-14s %s", t.name(), summary(r))
+			}
+			emit(r)
+		}
+	}
+	table := renderTable(rows, cfg, runID, time.Since(started))
+	fmt.Println()
+	fmt.Print(table)
+	log.Printf("results: %s", outPath)
+	if cfg.docFile != "" {
+		if err := updateDoc(cfg.docFile, table); err != nil {
+			return err
+		}
+		log.Printf("table written to %s", cfg.docFile)
+	}
+	log.Printf("done in %v", time.Since(started).Round(time.Second))
+	return nil
+}
+
+// hold prints where everything listens and waits for a signal.
+func hold(ctx context.Context, tb *bed, targets []*target) error {
+	u := tb.users[0]
+	fmt.Printf("user %s password %s (on %s); bulk user %s password %s\n",
+		u.Mail, u.Password, u.Host, tb.bulkUsers[0].Mail, tb.bulkUsers[0].Password)
+	fmt.Printf("slapd %s base %s bind %s / %s; CA %s\n", tb.slapd.URI, tb.slapd.PeopleDN, tb.slapd.BindDN, tb.slapd.BindPassword, tb.ca.File)
+	for _, t := range targets {
+		switch {
+		case t.skip != "":
+			fmt.Printf("%s: not available: %s\n", t.name(), t.skip)
+		case t.lg.PerHost != nil:
+			fmt.Printf("%s: %v\n", t.name(), t.lg.PerHost)
+		default:
+			fmt.Printf("%s: %v\n", t.name(), t.lg.Addrs)
+		}
+	}
+	fmt.Println("holding; interrupt to stop")
+	<-ctx.Done()
+	return nil
+}
+
+// row is one JSON line: a result plus the run it belongs to.
+type row struct {
+	loadgen.Result
+	Run  string `json:"run"`
+	Mode string `json:"mode"`
+}
+
+func summary(r loadgen.Result) string {
+	var b strings.Builder
+	switch r.Workload {
+	case loadgen.WorkBulk:
+		fmt.Fprintf(&b, "%.1f MB/s, p50 %.2f ms/fetch, cpu %.2f s/GB", r.MBPerS, r.P50ms, r.CPUSPerGB)
+	case loadgen.WorkIdle:
+		fmt.Fprintf(&b, "%d sessions, %.1f KiB/session (%s; rss %.1f, pss %.1f; %d procs)",
+			r.IdleSessions, r.MemKiBPerSess, r.MemKind, r.RSSKiBPerSess, r.PSSKiBPerSess, r.Processes)
+	default:
+		fmt.Fprintf(&b, "%.0f sessions/s, p50 %.2f ms, p99 %.2f ms", r.SessionsPS, r.P50ms, r.P99ms)
+	}
+	if r.Errors > 0 {
+		fmt.Fprintf(&b, " [%d errors: %.120s]", r.Errors, r.FirstError)
+	}
+	if r.OtherCPU >= 0.05 {
+		fmt.Fprintf(&b, " (others used %.0f%% of the CPUs)", r.OtherCPU*100)
+	}
+	return b.String()
+}
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func envBool(k string) bool {
+	v := os.Getenv(k)
+	return v != "" && v != "0" && v != "false"
+}
+
+func envInt(k string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil {
+		return n
+	}
+	return def
+}
+
+func envDuration(k, def string) time.Duration {
+	d, err := time.ParseDuration(env(k, def))
+	if err != nil {
+		d, _ = time.ParseDuration(def)
+	}
+	return d
+}
+
+func list(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range list(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad concurrency %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
