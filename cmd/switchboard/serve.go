@@ -1,24 +1,154 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"switchboard/config"
+	"switchboard/router"
+	sbtls "switchboard/tls"
 )
 
-// runServe runs the proxy until it is told to stop. It is a placeholder
-// until the router is wired in: it loads the configuration and fails.
+// drainGrace is how long sessions may go on after SIGTERM before they are
+// closed with a BYE. A second SIGTERM closes them at once.
+const drainGrace = 30 * time.Second
+
+// runServe runs the proxy until SIGTERM or SIGINT. SIGHUP re-reads the
+// TLS certificates and the file map without dropping sessions.
 func runServe(args []string) int {
 	f := newFlags("serve", "", os.Stderr)
 	if err := f.parse(args, 0); err != nil {
 		return exitStatus(err)
 	}
-	if _, err := config.Load(f.config); err != nil {
+	cfg, err := config.Load(f.config)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Fprintln(os.Stderr, "switchboard serve:", errors.New("not yet wired"))
-	return 1
+	logger := cfg.Logger(os.Stderr)
+	slog.SetDefault(logger)
+	if err := serve(cfg, logger); err != nil {
+		logger.Error("switchboard stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg *config.Config, logger *slog.Logger) error {
+	serverTLS, err := newServerTLS(cfg, logger)
+	if err != nil {
+		return err
+	}
+	backendTLS, err := newBackendTLS(cfg)
+	if err != nil {
+		return err
+	}
+	mapper, closer, err := newMapper(cfg)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+
+	opts := &router.Options{
+		Hostname:         cfg.Hostname,
+		Mapper:           mapper,
+		Hosts:            cfg.HostMap(),
+		BackendTLS:       backendTLS,
+		TrustedNets:      cfg.TrustedNets(),
+		PreauthTimeout:   cfg.PreauthTimeout.Duration,
+		IdleTimeout:      cfg.IdleTimeout.Duration,
+		DialTimeout:      cfg.Backend.DialTimeout.Duration,
+		LoginTimeout:     cfg.Backend.LoginTimeout.Duration,
+		AuthFailDelay:    cfg.AuthFailDelay.Duration,
+		MaxPreauthErrors: cfg.MaxPreauthErrors,
+		Logger:           logger,
+	}
+	if serverTLS != nil {
+		opts.TLS = serverTLS.Config()
+	}
+	srv := router.New(opts)
+	for _, l := range cfg.Listen {
+		addr, err := srv.Listen(router.ListenerConfig{
+			Name:          l.Name,
+			Protocol:      l.Protocol,
+			Addr:          l.Address,
+			TLS:           tlsMode(l.TLS),
+			ProxyProtocol: l.ProxyProtocol,
+			ProxyFrom:     l.ProxyNets(),
+		})
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		logger.Info("listening", "listener", l.Name, "proto", l.Protocol, "addr", addr.String(), "tls", l.TLS, "proxy_protocol", l.ProxyProtocol)
+	}
+	logger.Info("switchboard started", "version", versionString(), "config", cfg.File)
+
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigc)
+	for sig := range sigc {
+		if sig == syscall.SIGHUP {
+			reload(serverTLS, mapper, logger)
+			continue
+		}
+		logger.Info("draining", "signal", sig.String(), "grace", drainGrace)
+		return drain(srv, sigc, logger)
+	}
+	return nil
+}
+
+// reload re-reads what can change without a restart.
+func reload(serverTLS *sbtls.Server, mapper any, logger *slog.Logger) {
+	if serverTLS != nil {
+		if err := serverTLS.Reload(); err != nil {
+			logger.Error("TLS reload failed; keeping the old certificates", "err", err)
+		} else {
+			logger.Info("TLS certificates reloaded")
+		}
+	}
+	if r, ok := mapper.(interface{ Reload() error }); ok {
+		if err := r.Reload(); err != nil {
+			logger.Error("map reload failed; keeping the old map", "err", err)
+		} else {
+			logger.Info("map reloaded")
+		}
+	}
+}
+
+// drain stops accepting and lets sessions finish for drainGrace; a second
+// signal ends them at once.
+func drain(srv *router.Server, sigc <-chan os.Signal, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), drainGrace)
+	defer cancel()
+	go cancelOnSignal(sigc, cancel, logger)
+	srv.Shutdown(ctx)
+	logger.Info("switchboard stopped", "stats", fmt.Sprintf("%+v", srv.Stats()))
+	return nil
+}
+
+func cancelOnSignal(sigc <-chan os.Signal, cancel context.CancelFunc, logger *slog.Logger) {
+	for sig := range sigc {
+		if sig == syscall.SIGHUP {
+			continue
+		}
+		logger.Info("second signal: closing sessions now", "signal", sig.String())
+		cancel()
+		return
+	}
+}
+
+func tlsMode(s string) router.TLSMode {
+	switch s {
+	case config.TLSImplicit:
+		return router.TLSImplicit
+	case config.TLSNone:
+		return router.TLSNone
+	}
+	return router.TLSStartTLS
 }

@@ -1,0 +1,49 @@
+# Switchboard. `make demo` and `make test` are the README's two commands.
+GO ?= go
+BIN := bin
+
+.PHONY: all build setup test test-short test-race check fuzz tidy demo bench
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/switchboard ./cmd/switchboard
+
+setup:
+	./scripts/setup.sh
+
+# Every test: unit tests and the integration tests against real slapd and
+# Dovecot that the harness starts on loopback addresses.
+test: setup
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
+	$(GO) test -count=1 -shuffle=on -timeout 30m ./...
+
+# Unit tests only (integration tests skip themselves with -short).
+test-short:
+	$(GO) test -short ./...
+
+test-race: setup
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+check:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || (gofmt -l .; exit 1)
+
+# A short run of each fuzz target.
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzReadCommand -fuzztime=30s ./router/imap/
+	$(GO) test -run='^$$' -fuzz=FuzzReadCommand -fuzztime=30s ./router/pop3/
+	$(GO) test -run='^$$' -fuzz=FuzzFilter -fuzztime=30s ./ldapmap/
+
+tidy:
+	$(GO) mod tidy
+	git diff --exit-code go.mod go.sum
+
+# slapd, two Dovecot backends and Switchboard in front of them, on
+# loopback; shows a routed login, then stays up until Ctrl-C.
+demo: setup build
+	$(GO) run ./cmd/sbdemo -switchboard $(BIN)/switchboard
+
+bench: setup build
+	./bench/run.sh
