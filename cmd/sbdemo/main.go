@@ -307,4 +307,3 @@ func stop(cmd *exec.Cmd) {
 		cmd.Process.Kill()
 	}
 }
-
