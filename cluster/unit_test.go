@@ -66,7 +66,7 @@ func TestHoldTable(t *testing.T) {
 		{"older release loses", rec("u", false, time.Minute, 4, "z"), 0, want{false, false, true}},
 		{"tie: higher writer wins", rec("u", false, time.Minute, 5, "b"), 0, want{true, true, false}},
 		{"stale hold after release loses", rec("u", true, time.Minute, 5, "a"), time.Second, want{false, false, false}},
-		{"newer hold wins", rec("u", true, 2 * time.Second, 9, "a"), 2 * time.Second, want{true, true, true}},
+		{"newer hold wins", rec("u", true, 2*time.Second, 9, "a"), 2 * time.Second, want{true, true, true}},
 		{"expired hold: any record applies, the release is reported", rec("u", false, time.Minute, 1, "a"), 5 * time.Second, want{true, true, false}},
 		{"fill", rec("v", true, time.Minute, 20, "a"), 5 * time.Second, want{true, true, true}},
 		{"fill", rec("w", true, time.Minute, 21, "a"), 5 * time.Second, want{true, true, true}},
