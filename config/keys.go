@@ -192,7 +192,7 @@ func scanKeys(data string) *keyLines {
 			}
 			s.skipSpace(false)
 			s.pos++ // "="
-			s.value()
+			s.value(p, add)
 		}
 		s.skipLine()
 	}
@@ -257,12 +257,11 @@ func (s *scanner) key() []string {
 			raw := s.basicString()
 			seg, err := strconv.Unquote(raw)
 			if err != nil {
-				seg = raw[1 : len(raw)-1]
+				seg = trimQuotes(raw, '"')
 			}
 			segs = append(segs, seg)
 		case '\'':
-			raw := s.literalString()
-			segs = append(segs, raw[1:len(raw)-1])
+			segs = append(segs, trimQuotes(s.literalString(), '\''))
 		default:
 			start := s.pos
 			for !s.eof() && isBare(s.data[s.pos]) {
@@ -278,42 +277,88 @@ func (s *scanner) key() []string {
 	}
 }
 
-// value skips one value, however many lines it spans.
-func (s *scanner) value() {
-	depth := 0
-	for !s.eof() {
-		c := s.data[s.pos]
-		switch c {
-		case '"':
-			if strings.HasPrefix(s.rest(), `"""`) {
-				s.multiline(`"""`)
-			} else {
-				s.basicString()
-			}
-			continue
-		case '\'':
-			if strings.HasPrefix(s.rest(), `'''`) {
-				s.multiline(`'''`)
-			} else {
-				s.literalString()
-			}
-			continue
-		case '[', '{':
-			depth++
-		case ']', '}':
-			depth--
-		case '#':
-			s.skipComment()
-			continue
-		case '\n':
-			if depth <= 0 {
+// trimQuotes strips the quotes q around raw; the closing one may be
+// missing in text that is not valid TOML.
+func trimQuotes(raw string, q byte) string {
+	raw = raw[1:]
+	if n := len(raw); n > 0 && raw[n-1] == q {
+		raw = raw[:n-1]
+	}
+	return raw
+}
+
+// value reads one value of the key at path, however many lines it spans,
+// and records the keys of inline tables in it through add ("mx2 = { imap
+// = … }" gives "hosts.mx2.imap"; elements of arrays are indexed).
+func (s *scanner) value(path string, add func(string, int)) {
+	s.skipSpace(false)
+	switch s.peek() {
+	case '"':
+		if strings.HasPrefix(s.rest(), `"""`) {
+			s.multiline(`"""`)
+		} else {
+			s.basicString()
+		}
+	case '\'':
+		if strings.HasPrefix(s.rest(), `'''`) {
+			s.multiline(`'''`)
+		} else {
+			s.literalString()
+		}
+	case '{':
+		s.pos++
+		for {
+			s.skipSpace(true)
+			if s.eof() {
 				return
 			}
-			s.line++
+			if s.peek() == '}' {
+				s.pos++
+				return
+			}
+			if s.peek() == ',' {
+				s.pos++
+				continue
+			}
+			line := s.line
+			p := path
+			for _, seg := range s.key() {
+				p = join(p, seg)
+				add(p, line)
+			}
+			s.skipSpace(false)
+			if s.peek() != '=' {
+				return // not valid TOML; give up on this table
+			}
+			s.pos++
+			s.value(p, add)
 		}
+	case '[':
 		s.pos++
-		if depth <= 0 && (c == ']' || c == '}') {
-			return
+		for i := 0; ; {
+			s.skipSpace(true)
+			switch s.peek() {
+			case 0:
+				return
+			case ']':
+				s.pos++
+				return
+			case ',':
+				s.pos++
+				continue
+			}
+			start := s.pos
+			s.value(index(path, i), add)
+			i++
+			if s.pos == start {
+				s.pos++ // not valid TOML; make progress
+			}
+		}
+	default:
+		// A number, boolean or date: up to what ends a value. Dates may
+		// hold a space.
+		for !s.eof() && !strings.ContainsRune(",]}\n#", rune(s.data[s.pos])) {
+			s.pos++
 		}
 	}
 }
