@@ -369,14 +369,20 @@ func (d *Dovecot) renderConf(runDir string) error {
 	return nil
 }
 
-// Start starts a stopped instance with the same configuration, data and
-// ports and waits until IMAP and POP3 greet. It is an error to start a
-// running instance.
+// Start starts a stopped (or crashed) instance with the same
+// configuration, data and ports and waits until IMAP and POP3 greet. It is
+// an error to start a running instance.
 func (d *Dovecot) Start() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.proc != nil {
-		return fmt.Errorf("testbed: dovecot %s is already running", d.Name)
+		if done, _ := d.proc.exited(); !done {
+			return fmt.Errorf("testbed: dovecot %s is already running", d.Name)
+		}
+		// It died on its own; clean up what is left of it.
+		d.proc.stop()
+		os.RemoveAll(d.runDir)
+		d.proc, d.runDir = nil, ""
 	}
 	dovecot, err := lookTool("dovecot")
 	if err != nil {
@@ -459,9 +465,11 @@ func (d *Dovecot) logTails() string {
 	return fmt.Sprintf("--- %s (tail) ---\n%s\n--- %s (tail) ---\n%s", d.outPath, tail(d.outPath), d.logPath, tail(d.logPath))
 }
 
-// Stop stops Dovecot (SIGTERM, then SIGKILL to the process group after a
-// grace period); its ports refuse connections afterwards. Stopping a
-// stopped instance does nothing.
+// Stop stops Dovecot: SIGTERM to its whole process group, SIGKILL after a
+// grace period. Its ports refuse connections once Stop returns. The log
+// then ends with "Killed with signal 15" warnings and, at times, errors
+// such as "read(anvil) failed: EOF" from processes that outlived a peer by
+// a moment. Stopping a stopped instance does nothing.
 func (d *Dovecot) Stop() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -476,12 +484,16 @@ func (d *Dovecot) Stop() error {
 	return err
 }
 
-// Running reports whether the instance was started and has not been
-// stopped. It does not notice a crash; Log shows those.
+// Running reports whether the Dovecot master is running: started and
+// neither stopped nor dead.
 func (d *Dovecot) Running() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.proc != nil
+	if d.proc == nil {
+		return false
+	}
+	done, _ := d.proc.exited()
+	return !done
 }
 
 // Log returns the master's own output (startup errors) followed by

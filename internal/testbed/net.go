@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Readiness polling.
+// Timeouts and limits of the harness.
 const (
 	readyTimeout      = 10 * time.Second      // how long an instance may take to answer
 	readyPollInterval = 20 * time.Millisecond // pause between two readiness probes

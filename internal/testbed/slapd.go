@@ -240,13 +240,18 @@ func (s *Slapd) check() error {
 	return nil
 }
 
-// Start starts a stopped slapd with the same configuration, data and ports,
-// and waits until it answers. It is an error to start a running instance.
+// Start starts a stopped (or crashed) slapd with the same configuration,
+// data and ports, and waits until it answers. It is an error to start a
+// running instance.
 func (s *Slapd) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc != nil {
-		return errors.New("testbed: slapd is already running")
+		if done, _ := s.proc.exited(); !done {
+			return errors.New("testbed: slapd is already running")
+		}
+		s.proc.stop() // it died on its own
+		s.proc = nil
 	}
 	slapd, err := lookTool("slapd")
 	if err != nil {
@@ -298,8 +303,9 @@ func (s *Slapd) ping() error {
 	return conn.Close()
 }
 
-// Stop stops slapd (SIGTERM, then SIGKILL after a grace period). Stopping a
-// stopped instance does nothing.
+// Stop stops slapd (SIGTERM, then SIGKILL after a grace period); its ports
+// refuse connections once Stop returns. Stopping a stopped instance does
+// nothing.
 func (s *Slapd) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -311,12 +317,16 @@ func (s *Slapd) Stop() error {
 	return err
 }
 
-// Running reports whether slapd was started and has not been stopped. It
-// does not notice a crash; Log shows those.
+// Running reports whether slapd is running: started and neither stopped
+// nor dead.
 func (s *Slapd) Running() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.proc != nil
+	if s.proc == nil {
+		return false
+	}
+	done, _ := s.proc.exited()
+	return !done
 }
 
 // Log returns slapd's output (stdout and stderr) from all its runs.

@@ -45,6 +45,7 @@ func TestTestbed(t *testing.T) {
 	t.Run("Seed", func(t *testing.T) { testSeedWhileRunning(t, tb) })
 	t.Run("RestartDovecot", func(t *testing.T) { testRestartDovecot(t, tb) })
 	t.Run("RestartSlapd", func(t *testing.T) { testRestartSlapd(t, tb) })
+	t.Run("CrashDovecot", func(t *testing.T) { testCrashDovecot(t, tb) })
 
 	pgids := []int{tb.LDAP.proc.cmd.Process.Pid}
 	for _, d := range tb.Backends {
@@ -521,6 +522,28 @@ func testRestartDovecot(t *testing.T, tb *Testbed) {
 	}
 	if n != defaultMessagesPerUser {
 		t.Errorf("INBOX has %d messages after restart, want %d", n, defaultMessagesPerUser)
+	}
+}
+
+// testCrashDovecot kills the Dovecot master as a crash would; Running
+// notices and Start brings the instance back.
+func testCrashDovecot(t *testing.T, tb *Testbed) {
+	d := tb.Backends["mx1"]
+	if err := d.proc.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-d.proc.donec
+	if d.Running() {
+		t.Fatal("Running after the master died")
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if !d.Running() {
+		t.Fatal("not Running after Start")
+	}
+	if _, err := imapMessages(t, d, tb.CA, DefaultUsers()[0], "plain"); err != nil {
+		t.Fatal(err)
 	}
 }
 
