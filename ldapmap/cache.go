@@ -262,8 +262,10 @@ func (c *Cache) fetch(ctx context.Context, key, user string) (route.Result, erro
 // lead runs the inner lookup for f and stores its answer, unless an
 // invalidation happened meanwhile.
 func (c *Cache) lead(ctx context.Context, key, user string, f *flight) {
-	defer close(f.donec)
+	returned := false
+	defer c.land(key, f, &returned)
 	f.res, f.err = c.inner.Lookup(ctx, user)
+	returned = true
 
 	c.flightMu.Lock()
 	defer c.flightMu.Unlock()
@@ -291,6 +293,19 @@ func (c *Cache) lead(ctx context.Context, key, user string, f *flight) {
 		}
 		sh.mu.Unlock()
 	}
+}
+
+// land ends f's flight: it wakes the waiters and, if the inner lookup
+// panicked, removes the flight and gives the waiters an error, so that
+// neither they nor later lookups read a zero Result as an answer.
+func (c *Cache) land(key string, f *flight, returned *bool) {
+	if !*returned {
+		f.res, f.err = route.Result{}, fmt.Errorf("ldapmap: cache: inner lookup panicked: %w", route.ErrUnavailable)
+		c.flightMu.Lock()
+		delete(c.flights, key)
+		c.flightMu.Unlock()
+	}
+	close(f.donec)
 }
 
 // isContextErr reports whether err is a context's cancellation or

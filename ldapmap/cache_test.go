@@ -449,3 +449,31 @@ func TestCacheKeyFolding(t *testing.T) {
 		t.Errorf("%d inner calls, want 2", n)
 	}
 }
+
+// TestCacheInnerPanic checks that a panicking inner mapper does not leave
+// a flight behind that would answer later lookups with a zero Result.
+func TestCacheInnerPanic(t *testing.T) {
+	calls := 0
+	inner := route.MapperFunc(func(_ context.Context, user string) (route.Result, error) {
+		calls++
+		if calls == 1 {
+			panic("inner mapper bug")
+		}
+		return route.Result{Hosts: []string{"imap1"}, Source: "ldap"}, nil
+	})
+	c := NewCache(inner, nil)
+	if !panics(func() { c.Lookup(context.Background(), "alice@example.org") }) {
+		t.Fatal("panic swallowed")
+	}
+	res, err := c.Lookup(context.Background(), "alice@example.org")
+	if err != nil || len(res.Hosts) != 1 {
+		t.Fatalf("after a panic: %+v, %v", res, err)
+	}
+}
+
+// panics reports whether f panics.
+func panics(f func()) (did bool) {
+	defer func() { did = recover() != nil }()
+	f()
+	return false
+}
