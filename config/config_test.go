@@ -315,9 +315,12 @@ func TestBad(t *testing.T) {
 		want []string // each error's exact "file:line: key: " prefix, or more of it
 	}{
 		{"syntax error keeps line and column", "hostname = \"x\"\nlog_level = \n", []string{f + ":2:13: log_level: expected value"}},
-		{"wrong type", "max_preauth_errors = \"three\"\n" + minimal, []string{f + ":1: max_preauth_errors: incompatible types"}},
+		{"wrong type", "max_preauth_errors = \"three\"\n" + minimal, []string{f + ":1: max_preauth_errors: wrong type: a string, but an integer is needed"}},
 		{"wrong type in array element", strings.Replace(minimal, "[map]", "[[listen]]\nprotocol = 7\n[map]", 1),
-			[]string{f + ":11: listen[1].protocol: incompatible types"}},
+			[]string{f + ":11: listen[1].protocol: wrong type: an integer, but a string is needed"}},
+		{"table for an array of tables", "[listen]\nprotocol = \"imap\"\n", []string{f + ":1: listen: wrong type: a table, but an array is needed"}},
+		{"string for a table", "hostname = \"x\"\ntls = \"yes\"\n", []string{f + ":2: tls: wrong type: a string, but a table is needed"}},
+		{"float for an integer", "max_preauth_errors = 1.5\n", []string{f + ":1: max_preauth_errors: wrong type: a float, but an integer is needed"}},
 		{"unknown top key", "colour = \"blue\"\n" + minimal, []string{f + ":1: colour: unknown key"}},
 		{"unknown table reported once", minimal + "[cluster]\nnodes = 3\nkey = \"x\"\n", []string{f + ":13: cluster: unknown key"}},
 		{"unknown key in second listener", minimal + "[[listen]]\nprotocol = \"pop3\"\naddress = \":110\"\nport = 110\n",

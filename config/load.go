@@ -108,9 +108,47 @@ func decodeError(path, data string, err error) error {
 				key = kl.path
 			}
 		}
-		return &Error{File: path, Line: line, Key: key, Msg: strings.Replace(m[3], "TOML value has type", "value has type", 1)}
+		return &Error{File: path, Line: line, Key: key, Msg: typeMessage(m[3])}
 	}
 	return &Error{File: path, Msg: err.Error()}
+}
+
+var (
+	incompatible = regexp.MustCompile(`^incompatible types: TOML value has type (\S+); destination has type (\S+)$`)
+	mismatch     = regexp.MustCompile(`^type mismatch for \S+: expected (\S+) but found (\S+)$`)
+)
+
+// typeMessage rewords the TOML library's type errors in the terms of the
+// file: "wrong type: a string, but an integer is needed".
+func typeMessage(msg string) string {
+	if m := incompatible.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("wrong type: %s, but %s is needed", typeName(m[1]), typeName(m[2]))
+	}
+	if m := mismatch.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("wrong type: %s, but %s is needed", typeName(m[2]), typeName(m[1]))
+	}
+	return msg
+}
+
+// typeName names a type of the TOML library's messages for an operator.
+func typeName(t string) string {
+	switch {
+	case strings.HasPrefix(t, "map"), t == "table":
+		return "a table"
+	case strings.HasPrefix(t, "[]"), t == "slice", t == "array":
+		return "an array"
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"), t == "integer":
+		return "an integer"
+	case strings.HasPrefix(t, "float"):
+		return "a float"
+	case t == "bool", t == "boolean":
+		return "a boolean"
+	case t == "string":
+		return "a string"
+	case strings.Contains(t, "Time") || strings.Contains(t, "time"):
+		return "a date"
+	}
+	return t
 }
 
 // dropAbsent sets to nil each optional table (a pointer field of Config)
