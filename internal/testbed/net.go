@@ -64,10 +64,17 @@ func hostPort(ip string, port int) string {
 	return net.JoinHostPort(ip, strconv.Itoa(port))
 }
 
-// probeGreeting connects to addr and reads one line, which must start with
-// prefix (for example "* OK" or "+OK").
+// probeGreeting connects to addr from the same IP address and reads one
+// line, which must start with prefix (for example "* OK" or "+OK"). Coming
+// from the server's own address keeps probes apart from test clients in
+// server logs (rip equals lip).
 func probeGreeting(addr, prefix string) error {
-	conn, err := net.DialTimeout("tcp", addr, probeTimeout)
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	dialer := &net.Dialer{Timeout: probeTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(host)}}
+	conn, err := dialer.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
