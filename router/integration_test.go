@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	proxyproto "github.com/pires/go-proxyproto"
 
 	"switchboard/internal/testbed"
 	"switchboard/ldapmap"
@@ -105,7 +107,8 @@ func startEnv() (*env, error) {
 	deadPort, _ := testbed.FreePort(deadIP)
 	hosts.Hosts["mxdead"] = route.HostAddrs{Addr: fmt.Sprintf("%s:%d", deadIP, deadPort)}
 
-	certFile, keyFile, err := tb.CA.Issue("mail.example.org")
+	ip := testbed.AllocIP()
+	certFile, keyFile, err := tb.CA.Issue("mail.example.org", ip)
 	if err != nil {
 		tb.Close()
 		return nil, err
@@ -129,7 +132,6 @@ func startEnv() (*env, error) {
 		BackendDown:   e.isDown,
 		Logger:        slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
-	ip := testbed.AllocIP()
 	listen := func(proto string, mode router.TLSMode) (string, error) {
 		a, err := e.srv.Listen(router.ListenerConfig{Protocol: proto, Addr: ip + ":0", TLS: mode})
 		if err != nil {
@@ -901,4 +903,84 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestPythonClients logs in with Python's imaplib and poplib, clients
+// written by others, over each TLS mode.
+func TestPythonClients(t *testing.T) {
+	e := getEnv(t)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3 is needed for the foreign-client test (scripts/setup.sh installs it): %v", err)
+	}
+	for _, tt := range []struct{ mode, addr, mail string }{
+		{"imaps", e.imaps, "alice@example.org"},
+		{"starttls", e.imap, "bob@example.org"},
+		{"pop3s", e.pop3s, "carol@example.org"},
+		{"stls", e.pop3, "dave@example.org"},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			u := e.user(t, tt.mail)
+			host, port, _ := net.SplitHostPort(tt.addr)
+			// The certificate names the listeners' IP too, which Python checks.
+			cmd := exec.Command(py, "testdata/pyclient.py", tt.mode, host, port, e.tb.CA.File, u.Mail, u.Password)
+			outb, err := cmd.CombinedOutput()
+			out := string(outb)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", tt.mode, err, out)
+			}
+			if !strings.HasPrefix(out, "messages ") || strings.HasPrefix(out, "messages 0") {
+				t.Fatalf("%s: %q", tt.mode, out)
+			}
+		})
+	}
+}
+
+func TestProxyProtocol(t *testing.T) {
+	e := getEnv(t)
+	lbIP := testbed.AllocIP() // the load balancer's address
+	srv := router.New(&router.Options{
+		Mapper: e.cache,
+		Hosts: &route.HostMap{Hosts: map[string]route.HostAddrs{
+			"mx2": {IMAP: e.tb.Backends["mx2"].IMAPAddr},
+		}},
+		TrustedNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	defer srv.Close()
+	a, err := srv.Listen(router.ListenerConfig{
+		Protocol: route.IMAP, Addr: testbed.AllocIP() + ":0", TLS: router.TLSNone,
+		ProxyProtocol: true, ProxyFrom: []netip.Prefix{netip.MustParsePrefix(lbIP + "/32")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := e.user(t, "bob@example.org")
+	for _, version := range []byte{1, 2} {
+		client := testbed.AllocIP()
+		c := dial(t, a.String(), lbIP)
+		h := proxyproto.HeaderProxyFromAddrs(version,
+			&net.TCPAddr{IP: net.ParseIP(client), Port: 40000 + int(version)},
+			&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 993})
+		if _, err := h.WriteTo(c); err != nil {
+			t.Fatal(err)
+		}
+		r := newRaw(t, c)
+		r.until("* OK")
+		r.send(fmt.Sprintf("a LOGIN %s {%d+}\r\n%s\r\n", bob.Mail, len(bob.Password), bob.Password))
+		r.until("a OK")
+		r.send("b LOGOUT\r\n")
+		r.until("b OK")
+		time.Sleep(100 * time.Millisecond)
+		log, _ := e.tb.Backends["mx2"].Log()
+		if !strings.Contains(log, "Login: user=<"+bob.Mail+">, method=PLAIN, rip="+client+",") {
+			t.Errorf("PROXY v%d: backend did not log the client address %s", version, client)
+		}
+	}
+	// Not from the load balancer: no greeting, closed.
+	c := dial(t, a.String(), testbed.AllocIP())
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 64)); err == nil {
+		t.Fatalf("a peer outside proxy_from got %d bytes", n)
+	}
 }
