@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -126,6 +127,9 @@ func (d *direction) copy(stopping *atomic.Bool) (int64, error) {
 		}
 		n, err := d.copyOnce()
 		total += n
+		if err == errDrained {
+			continue // the deadline below is still ahead
+		}
 		if err == nil || !isTimeout(err) {
 			return total, err
 		}
@@ -140,18 +144,91 @@ func (d *direction) copy(stopping *atomic.Bool) (int64, error) {
 	}
 }
 
-var errIdle = errors.New("idle timeout")
+var (
+	errIdle = errors.New("idle timeout")
+	// errDrained: a TLS source's buffered records were drained under an
+	// expired deadline, which must be set back before waiting again.
+	errDrained = errors.New("drained")
+)
 
+// copyOnce copies until EOF (nil) or an error such as a deadline. Between
+// bursts it waits for the source to become readable without holding a
+// buffer or a pipe, so an idle session costs two parked goroutines and
+// nothing else.
 func (d *direction) copyOnce() (int64, error) {
 	if dst, ok := d.dst.(*net.TCPConn); ok {
 		if src, ok := d.src.(*net.TCPConn); ok {
-			return dst.ReadFrom(src) // splice(2)
+			return spliceLoop(dst, src)
 		}
 	}
+	return d.bufferLoop()
+}
+
+// bufferLoop copies through a pooled buffer, taken only while bytes are
+// flowing. It serves every direction with TLS on either side.
+func (d *direction) bufferLoop() (int64, error) {
+	var rc syscall.RawConn
+	if d.srcTCP != nil {
+		rc, _ = d.srcTCP.SyscallConn()
+	}
+	var total int64
+	for {
+		if rc != nil {
+			if err := waitReadable(rc); err != nil {
+				return total, err
+			}
+		}
+		n, err := d.burst()
+		total += n
+		if err != nil {
+			if err == io.EOF {
+				return total, nil
+			}
+			return total, err
+		}
+	}
+}
+
+// burst moves what the source has ready. A TLS source may hold whole
+// records it has already read from the socket; they are drained with an
+// expired deadline, which crypto/tls treats as temporary.
+func (d *direction) burst() (int64, error) {
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
-	// readerOnly hides WriterTo/ReaderFrom so the pooled buffer is used.
-	return io.CopyBuffer(writerOnly{d.dst}, readerOnly{d.src}, *bp)
+	buf := *bp
+	n, err := d.src.Read(buf)
+	if n > 0 {
+		if _, werr := d.dst.Write(buf[:n]); werr != nil {
+			return int64(n), werr
+		}
+	}
+	if err != nil {
+		return int64(n), err
+	}
+	total := int64(n)
+	tc, ok := d.src.(*tls.Conn)
+	if !ok {
+		return total, nil
+	}
+	// Deadlines are restored by the caller's loop before the next wait.
+	if err := tc.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return total, err
+	}
+	for {
+		n, err := tc.Read(buf)
+		if n > 0 {
+			if _, werr := d.dst.Write(buf[:n]); werr != nil {
+				return total + int64(n), werr
+			}
+			total += int64(n)
+		}
+		if err != nil {
+			if isTimeout(err) {
+				return total, errDrained
+			}
+			return total, err
+		}
+	}
 }
 
 type readerOnly struct{ io.Reader }
