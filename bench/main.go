@@ -71,7 +71,7 @@ func parseConfig() (*config, error) {
 	flag.StringVar(&tlsModes, "tls", env("BENCH_TLS", def("none,implicit,starttls", "none,implicit")), "TLS modes of the session workloads (BENCH_TLS)")
 	flag.StringVar(&bulkTLS, "bulk-tls", env("BENCH_BULK_TLS", def("none,implicit", "none")), "TLS modes of the bulk workload (BENCH_BULK_TLS)")
 	flag.StringVar(&idleTLS, "idle-tls", env("BENCH_IDLE_TLS", "none,implicit"), "TLS modes of the idle workload (BENCH_IDLE_TLS)")
-	flag.IntVar(&c.idleN, "idle", envInt("BENCH_IDLE_N", map[bool]int{false: 5000, true: 500}[quick]), "sessions held in IDLE (BENCH_IDLE_N)")
+	flag.IntVar(&c.idleN, "idle", envInt("BENCH_IDLE_N", map[bool]int{false: 5000, true: 300}[quick]), "sessions held in IDLE (BENCH_IDLE_N)")
 	flag.IntVar(&c.usersPerBE, "users", envInt("BENCH_USERS_PER_BACKEND", 100), "seeded users per backend (BENCH_USERS_PER_BACKEND)")
 	flag.StringVar(&targets, "targets", env("BENCH_TARGETS", strings.Join(allTargets, ",")), "targets to measure (BENCH_TARGETS)")
 	flag.StringVar(&workloads, "workloads", env("BENCH_WORKLOADS", "imap-session,pop3-session,bulk-fetch,idle"), "workloads to run (BENCH_WORKLOADS)")
@@ -95,7 +95,7 @@ func parseConfig() (*config, error) {
 		quickDefault("duration", "BENCH_DURATION", func() { c.duration = time.Second })
 		quickDefault("bulk-tls", "BENCH_BULK_TLS", func() { bulkTLS = "none" })
 		quickDefault("tls", "BENCH_TLS", func() { tlsModes = "none,implicit" })
-		quickDefault("idle", "BENCH_IDLE_N", func() { c.idleN = 500 })
+		quickDefault("idle", "BENCH_IDLE_N", func() { c.idleN = 300 })
 	}
 
 	var err error

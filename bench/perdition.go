@@ -95,7 +95,6 @@ func startPerdition(c proxyConfig) (*target, error) {
 			"--config_file", conf,
 			"--no_daemon",
 			"--log_facility", "+", // stderr, into the log file
-			"--quiet",
 			"--bind_address", addr,
 			"--no_lookup",
 			"--username", "root", "--group", "root",
