@@ -7,7 +7,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -167,14 +166,16 @@ func (d *direction) copyOnce() (int64, error) {
 // bufferLoop copies through a pooled buffer, taken only while bytes are
 // flowing. It serves every direction with TLS on either side.
 func (d *direction) bufferLoop() (int64, error) {
-	var rc syscall.RawConn
+	var w *sockWaiter
 	if d.srcTCP != nil {
-		rc, _ = d.srcTCP.SyscallConn()
+		if rc, err := d.srcTCP.SyscallConn(); err == nil {
+			w = newSockWaiter(rc)
+		}
 	}
 	var total int64
 	for {
-		if rc != nil {
-			if err := waitReadable(rc); err != nil {
+		if w != nil {
+			if err := w.wait(); err != nil {
 				return total, err
 			}
 		}

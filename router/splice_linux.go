@@ -18,13 +18,14 @@ func spliceLoop(dst, src *net.TCPConn) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	w := newSockWaiter(rc)
 	var total int64
 	lr := &io.LimitedReader{R: src}
 	for {
-		if err := waitReadable(rc); err != nil {
+		if err := w.wait(); err != nil {
 			return total, err
 		}
-		n := inq(rc)
+		n := w.queued()
 		if n <= 0 {
 			// Readable with nothing queued: EOF or an error, which a read
 			// reports (or a byte that raced in, which is forwarded).
@@ -51,33 +52,42 @@ func spliceLoop(dst, src *net.TCPConn) (int64, error) {
 	}
 }
 
-// waitReadable blocks until the socket under rc has data, EOF or an error
-// to report, or its read deadline passes. It reads nothing.
-func waitReadable(rc syscall.RawConn) error {
-	var opErr error
-	err := rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if err == unix.EAGAIN || err == unix.EINTR {
-			return false
-		}
-		opErr = nil
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	return opErr
+// sockWaiter waits for a socket to become readable and tells how many
+// bytes it holds. Its callbacks are bound once, so waiting allocates
+// nothing.
+type sockWaiter struct {
+	rc      syscall.RawConn
+	readyFn func(fd uintptr) bool
+	inqFn   func(fd uintptr)
+	n       int
 }
 
-// inq returns the bytes queued for reading on the socket under rc.
-func inq(rc syscall.RawConn) int {
-	n := -1
-	rc.Control(func(fd uintptr) {
-		v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-		if err == nil {
-			n = v
-		}
-	})
-	return n
+func newSockWaiter(rc syscall.RawConn) *sockWaiter {
+	w := &sockWaiter{rc: rc}
+	w.readyFn = w.ready
+	w.inqFn = w.inq
+	return w
+}
+
+// wait blocks until the socket has data, EOF or an error to report, or its
+// read deadline passes. It reads nothing.
+func (w *sockWaiter) wait() error { return w.rc.Read(w.readyFn) }
+
+func (w *sockWaiter) ready(fd uintptr) bool {
+	var b [1]byte
+	_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err != unix.EAGAIN && err != unix.EINTR
+}
+
+// queued returns the bytes waiting to be read (SIOCINQ), or -1.
+func (w *sockWaiter) queued() int {
+	w.n = -1
+	w.rc.Control(w.inqFn)
+	return w.n
+}
+
+func (w *sockWaiter) inq(fd uintptr) {
+	if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+		w.n = v
+	}
 }
