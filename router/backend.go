@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"switchboard/route"
+	"switchboard/router/internal/wire"
 )
 
 // backendConn is a connection to a backend, from dial to close.
@@ -19,6 +23,10 @@ type backendConn struct {
 	br   *bufio.Reader
 	host string // the host value from the map ("mx1")
 	addr string // the address dialled
+	// greeting is the backend's first line, without CRLF.
+	greeting []byte
+	// ready is when the greeting was read (pre-dialled connections age).
+	ready time.Time
 }
 
 func (b *backendConn) Close() error {
@@ -28,6 +36,36 @@ func (b *backendConn) Close() error {
 		b.br = nil
 	}
 	return b.conn.Close()
+}
+
+// connectBackend dials addr and reads the backend's greeting, which must
+// be "* OK" (IMAP) or "+OK" (POP3).
+func (s *Server) connectBackend(ctx context.Context, proto, host, addr string) (*backendConn, error) {
+	b, err := s.dialBackend(ctx, host, addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.conn.SetDeadline(time.Now().Add(s.opts.loginTimeout())); err != nil {
+		b.Close()
+		return nil, err
+	}
+	line, err := wire.ReadLine(b.br)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("greeting: %w", err)
+	}
+	want := "* OK"
+	if proto == route.POP3 {
+		want = "+OK"
+	}
+	if !bytes.HasPrefix(line, []byte(want)) {
+		b.Close()
+		return nil, errors.New("unexpected greeting: " + truncate(line))
+	}
+	b.greeting = append([]byte(nil), line...)
+	b.ready = time.Now()
+	b.conn.SetDeadline(time.Time{})
+	return b, nil
 }
 
 // dialBackend connects to addr (TLS when configured) within the dial

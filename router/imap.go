@@ -281,22 +281,15 @@ func sleepFor(sess *session, d time.Duration) {
 	}
 }
 
-// imapBackendLogin returns the login function for an IMAP backend: read
-// the greeting, then send ID with the client's address and the login in
+// imapBackendLogin returns the login function for an IMAP backend whose
+// greeting has been read: send ID with the client's address and the login in
 // one write (pipelined), and read both answers.
 func (sess *session) imapBackendLogin(tag string) backendLogin {
 	return func(b *backendConn, cr *creds) ([]byte, error) {
 		if err := b.conn.SetDeadline(time.Now().Add(sess.srv.opts.loginTimeout())); err != nil {
 			return nil, &transportError{err}
 		}
-		greeting, err := wire.ReadLine(b.br)
-		if err != nil {
-			return nil, &transportError{err}
-		}
-		if !bytes.HasPrefix(greeting, []byte("* OK")) {
-			return nil, &transportError{errors.New("unexpected greeting: " + truncate(greeting))}
-		}
-		caps := respCaps(greeting)
+		caps := respCaps(b.greeting)
 		if caps == nil {
 			caps, _ = sess.srv.caps.get(b.addr)
 		} else {
@@ -338,7 +331,7 @@ func (sess *session) imapBackendLogin(tag string) backendLogin {
 			return nil, unavailable("backend %s cannot take this password: no SASL-IR and no LITERAL+", b.addr)
 		}
 		cmd = append(cmd, "\r\n"...)
-		_, err = b.conn.Write(cmd)
+		_, err := b.conn.Write(cmd)
 		clear(cmd)
 		if err != nil {
 			return nil, &transportError{err}

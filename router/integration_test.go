@@ -276,6 +276,21 @@ func (e *env) loggedInOn(t *testing.T, mail string) map[string]int {
 	return n
 }
 
+// waitLogin waits until the home backend's log shows a login of mail that
+// was not there before (Dovecot's log process writes asynchronously) and
+// returns the counts then.
+func (e *env) waitLogin(t *testing.T, mail, home string, before map[string]int) map[string]int {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		after := e.loggedInOn(t, mail)
+		if after[home] > before[home] || time.Now().After(deadline) {
+			return after
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestRoutesEachUserToItsBackend(t *testing.T) {
 	e := getEnv(t)
 	for _, mode := range []string{"imaps", "starttls", "trusted"} {
@@ -295,8 +310,8 @@ func TestRoutesEachUserToItsBackend(t *testing.T) {
 					t.Errorf("post-login capabilities lack IDLE: %v", c.Caps())
 				}
 				c.Logout().Wait()
-				after := e.loggedInOn(t, mail)
 				home := u.Hosts[0]
+				after := e.waitLogin(t, mail, home, before)
 				for name := range e.tb.Backends {
 					grew := after[name] - before[name]
 					if name == home && grew != 1 {
@@ -352,7 +367,7 @@ func TestPOP3RoutesEachUserToItsBackend(t *testing.T) {
 				}
 				r.send("QUIT\r\n")
 				r.until("+OK")
-				after := e.loggedInOn(t, mail)
+				after := e.waitLogin(t, mail, u.Hosts[0], before)
 				if grew := after[u.Hosts[0]] - before[u.Hosts[0]]; grew != 1 {
 					t.Errorf("%d new logins on home backend %s, want 1", grew, u.Hosts[0])
 				}
@@ -630,7 +645,7 @@ func TestStandbyBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Logout().Wait()
-	if after := e.loggedInOn(t, standbyUser.Mail); after["mx1"]-before["mx1"] != 1 {
+	if after := e.waitLogin(t, standbyUser.Mail, "mx1", before); after["mx1"]-before["mx1"] != 1 {
 		t.Fatalf("login did not land on the standby mx1: before %v after %v", before, after)
 	}
 	if !strings.Contains(e.logs.String(), "logged in on a standby backend") {
@@ -982,5 +997,22 @@ func TestProxyProtocol(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := c.Read(make([]byte, 64)); err == nil {
 		t.Fatalf("a peer outside proxy_from got %d bytes", n)
+	}
+}
+
+func TestPreDialledConnections(t *testing.T) {
+	e := getEnv(t)
+	carol := e.user(t, "carol@example.org")
+	before := e.srv.Stats().PreDialUsed
+	for i := 0; i < 4; i++ {
+		c := e.imapClient(t, "imaps", carol.Mail, carol.Password)
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		c.Logout().Wait()
+		time.Sleep(50 * time.Millisecond) // let the pool refill
+	}
+	if used := e.srv.Stats().PreDialUsed - before; used < 3 {
+		t.Fatalf("%d of 4 logins used a pre-dialled connection, want at least 3", used)
 	}
 }

@@ -104,14 +104,28 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 			errs = append(errs, fmt.Errorf("%s: marked down by health checks", host))
 			continue
 		}
-		b, err := srv.dialBackend(srv.ctx, host, addr)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
-			continue
+		proto := sess.l.cfg.Protocol
+		b, pooled := srv.predial.take(proto, host, addr)
+		if b == nil {
+			var err error
+			if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
+				errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
+				continue
+			}
 		}
 		sess.bhost, sess.baddr = host, addr
 		answer, err := login(b, cr)
 		var te *transportError
+		if pooled && errors.As(err, &te) {
+			// A parked connection may have been closed by the backend
+			// since it was checked: try once more on a fresh one.
+			b.Close()
+			if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
+				errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
+				continue
+			}
+			answer, err = login(b, cr)
+		}
 		if errors.As(err, &te) {
 			b.Close()
 			errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))

@@ -255,21 +255,16 @@ func (sess *session) pop3LoginFailed(t0 time.Time, err error) bool {
 	return sess.write([]byte(line)) == nil
 }
 
-// pop3BackendLogin logs in to a POP3 backend: greeting, CAPA when the
+// pop3BackendLogin logs in to a POP3 backend whose greeting has been read:
+// CAPA when the
 // backend's capabilities are not known yet, then XCLIENT with the client's
 // address and AUTH PLAIN with an initial response, pipelined.
 func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error) {
 	if err := b.conn.SetDeadline(time.Now().Add(sess.srv.opts.loginTimeout())); err != nil {
 		return nil, &transportError{err}
 	}
-	line, err := wire.ReadLine(b.br)
-	if err != nil {
-		return nil, &transportError{err}
-	}
-	if !bytes.HasPrefix(line, []byte("+OK")) {
-		return nil, &transportError{errors.New("unexpected greeting: " + truncate(line))}
-	}
-	greeting := append([]byte(nil), line...)
+	var err error
+	greeting := b.greeting
 	caps, ok := sess.srv.caps.get(b.addr)
 	if !ok {
 		if _, err := b.conn.Write([]byte("CAPA\r\n")); err != nil {
@@ -355,7 +350,7 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 			}
 		}
 	}
-	line, err = wire.ReadLine(b.br)
+	line, err := wire.ReadLine(b.br)
 	if err != nil {
 		return nil, &transportError{err}
 	}

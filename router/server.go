@@ -147,6 +147,10 @@ type Options struct {
 	// BackendDown, if set, reports backends known to be down; logins skip
 	// them and fail at once when none is left.
 	BackendDown func(host string) bool
+	// PreDial is how many connections to each recently used backend are
+	// kept dialled and greeted, ready for the next login; zero means 2,
+	// negative disables pre-dialling.
+	PreDial int
 	// Logger receives one line per session; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -182,12 +186,13 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // Server accepts clients on its listeners and routes their sessions.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	hosts  *route.HostMap
-	caps   *capCache
-	ctx    context.Context
-	cancel context.CancelFunc
+	opts    Options
+	log     *slog.Logger
+	hosts   *route.HostMap
+	caps    *capCache
+	predial *predialer
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[*listener]struct{}
@@ -209,6 +214,7 @@ type Stats struct {
 	Unavailable   atomic.Uint64
 	PreauthClosed atomic.Uint64 // clients gone or closed before login
 	Kicked        atomic.Uint64
+	PreDialUsed   atomic.Uint64 // logins served by a pre-dialled connection
 	Panics        atomic.Uint64
 	BytesIn       atomic.Uint64 // client to backend
 	BytesOut      atomic.Uint64 // backend to client
@@ -216,8 +222,8 @@ type Stats struct {
 
 // StatsSnapshot is a copy of Stats.
 type StatsSnapshot struct {
-	Accepted, LoginOK, LoginFailed, LoginRefused, Unavailable, PreauthClosed, Kicked, Panics, BytesIn, BytesOut uint64
-	ActiveIMAP, ActivePOP3                                                                                      int64
+	Accepted, LoginOK, LoginFailed, LoginRefused, Unavailable, PreauthClosed, Kicked, PreDialUsed, Panics, BytesIn, BytesOut uint64
+	ActiveIMAP, ActivePOP3                                                                                                   int64
 }
 
 // Stats returns the current counters.
@@ -226,7 +232,7 @@ func (s *Server) Stats() StatsSnapshot {
 	return StatsSnapshot{
 		Accepted: st.Accepted.Load(), LoginOK: st.LoginOK.Load(), LoginFailed: st.LoginFailed.Load(),
 		LoginRefused: st.LoginRefused.Load(), Unavailable: st.Unavailable.Load(),
-		PreauthClosed: st.PreauthClosed.Load(), Kicked: st.Kicked.Load(), Panics: st.Panics.Load(),
+		PreauthClosed: st.PreauthClosed.Load(), Kicked: st.Kicked.Load(), PreDialUsed: st.PreDialUsed.Load(), Panics: st.Panics.Load(),
 		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
 		ActiveIMAP: st.Active[0].Load(), ActivePOP3: st.Active[1].Load(),
 	}
@@ -253,6 +259,11 @@ func New(opts *Options) *Server {
 		s.opts.Hostname = "Switchboard"
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	per := s.opts.PreDial
+	if per == 0 {
+		per = defaultPreDial
+	}
+	s.predial = newPredialer(s, max(per, 0))
 	return s
 }
 
