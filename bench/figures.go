@@ -78,6 +78,12 @@ func (f figure) run(ctx context.Context, cfg *config, tb *bed, t *target) (loadg
 	if !t.lg.Supports(f.proto(), f.tls) {
 		return loadgen.Result{}, errUnsupported
 	}
+	if f.workload == loadgen.WorkIdle && t.pids != nil {
+		// Direct has no proxy whose memory to charge; the backends'
+		// pools of reusable processes make their own growth
+		// meaningless as a per-session figure.
+		return loadgen.Result{}, errUnsupported
+	}
 	self := os.Getpid()
 	procs := len(t.procs())
 	busy0, ours0, t0 := loadgen.MachineBusy(), loadgen.CPUTime(loadgen.ProcTree(self)), time.Now()
