@@ -76,13 +76,21 @@ type ListenerConfig struct {
 	ProxyFrom     []netip.Prefix
 }
 
-// Gate decides whether a login may go on. Admit is called once the user
-// name is known, before the map is asked; it may block to hold a login
-// until ctx ends. A returned *Refusal is answered to the client; any other
-// error as [UNAVAILABLE]. Done reports the login's outcome.
+// Gate decides whether a login may go on, and is told how logins and
+// sessions end: it is where holds, per-user session limits and
+// brute-force protection plug in.
 type Gate interface {
+	// Admit is called once the user name is known, before the map is
+	// asked; it may block to hold a login until ctx ends. A returned
+	// *Refusal is answered to the client; any other error as
+	// [UNAVAILABLE].
 	Admit(ctx context.Context, l *Login) error
+	// Done reports a login's outcome: OutcomeOK, OutcomeAuthFailed,
+	// OutcomeUnavailable or OutcomeRefused.
 	Done(l *Login, outcome Outcome)
+	// Ended is called when a session that logged in (Done with
+	// OutcomeOK) is over.
+	Ended(l *Login)
 }
 
 // Login describes a login attempt to a Gate.

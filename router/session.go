@@ -159,6 +159,11 @@ func (sess *session) finish() {
 	if sess.outcome == "" {
 		sess.outcome = OutcomeClientQuit
 	}
+	if b != nil {
+		if g := sess.srv.opts.Gate; g != nil {
+			g.Ended(&Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client})
+		}
+	}
 	attrs := []any{
 		"cid", sess.id,
 		"proto", sess.l.cfg.Protocol,

@@ -32,6 +32,9 @@ func runServe(args []string) int {
 	}
 	logger := cfg.Logger(os.Stderr)
 	slog.SetDefault(logger)
+	if addr := os.Getenv("SWITCHBOARD_DEBUG_ADDR"); addr != "" {
+		startDebug(addr, logger)
+	}
 	if err := serve(cfg, logger); err != nil {
 		logger.Error("switchboard stopped", "err", err)
 		return 1
