@@ -65,7 +65,7 @@ func parseConfig() (*config, error) {
 	var conc, bulkConc, tlsModes, bulkTLS, idleTLS, targets, workloads string
 	flag.BoolVar(&c.quick, "quick", quick, "quick mode (BENCH_QUICK): short windows, fewer idle sessions")
 	flag.DurationVar(&c.warmup, "warmup", envDuration("BENCH_WARMUP", def("1s", "500ms")), "unmeasured warm-up before each figure (BENCH_WARMUP)")
-	flag.DurationVar(&c.duration, "duration", envDuration("BENCH_DURATION", def("4s", "1s")), "measured window of each figure (BENCH_DURATION)")
+	flag.DurationVar(&c.duration, "duration", envDuration("BENCH_DURATION", def("3s", "1s")), "measured window of each figure (BENCH_DURATION)")
 	flag.StringVar(&conc, "concurrency", env("BENCH_CONCURRENCY", "1,16,64"), "session workloads' concurrencies (BENCH_CONCURRENCY)")
 	flag.StringVar(&bulkConc, "bulk-concurrency", env("BENCH_BULK_CONCURRENCY", "1,4"), "bulk FETCH concurrencies (BENCH_BULK_CONCURRENCY)")
 	flag.StringVar(&tlsModes, "tls", env("BENCH_TLS", def("none,implicit,starttls", "none,implicit")), "TLS modes of the session workloads (BENCH_TLS)")
