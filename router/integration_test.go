@@ -1016,3 +1016,95 @@ func TestPreDialledConnections(t *testing.T) {
 		t.Fatalf("%d of 4 logins used a pre-dialled connection, want at least 3", used)
 	}
 }
+
+// TestIdleSessionsPark checks that quiet sessions give up their goroutines
+// to the parker and still work afterwards, plaintext and TLS.
+func TestIdleSessionsPark(t *testing.T) {
+	e := getEnv(t)
+	alice := e.user(t, "alice@example.org")
+	waitQuiet(t, e)
+	base := runtime.NumGoroutine()
+	const n = 20
+	var conns []*rawConn
+	for i := 0; i < n; i++ {
+		var c net.Conn
+		if i%2 == 0 {
+			c = dial(t, e.imap, e.trustedIP)
+		} else {
+			c = tlsDial(t, e.imaps, e.clientT)
+		}
+		r := newRaw(t, c)
+		r.line()
+		r.send(fmt.Sprintf("a LOGIN %s {%d+}\r\n%s\r\nb SELECT INBOX\r\nc IDLE\r\n", alice.Mail, len(alice.Password), alice.Password))
+		r.until("+ idling")
+		conns = append(conns, r)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.srv.Stats().Parked < 2*n && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if p := e.srv.Stats().Parked; p < 2*n {
+		t.Fatalf("%d directions parked, want %d", p, 2*n)
+	}
+	if g := runtime.NumGoroutine(); g > base+n/2 {
+		t.Errorf("%d goroutines for %d parked sessions (%d before): idle sessions should hold none", g, n, base)
+	}
+	// Parked sessions wake for both directions.
+	for i, r := range conns {
+		r.c.SetDeadline(time.Now().Add(10 * time.Second))
+		r.send("DONE\r\n")
+		r.until("c OK")
+		r.send("d NOOP\r\n")
+		r.until("d OK")
+		r.send("e LOGOUT\r\n")
+		r.until("e OK")
+		if i == 0 {
+			continue
+		}
+	}
+	waitQuiet(t, e)
+	if p := e.srv.Stats().Parked; p != 0 {
+		t.Errorf("%d directions still parked after every session ended", p)
+	}
+}
+
+// TestIdleTimeout checks that a session where neither side says anything
+// is closed after the idle timeout, and one that talks is not.
+func TestIdleTimeout(t *testing.T) {
+	e := getEnv(t)
+	alice := e.user(t, "alice@example.org")
+	srv := router.New(&router.Options{
+		Mapper: e.cache,
+		Hosts: &route.HostMap{Hosts: map[string]route.HostAddrs{
+			"mx1": {IMAP: e.tb.Backends["mx1"].IMAPAddr},
+		}},
+		TrustedNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		IdleTimeout: 3 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	defer srv.Close()
+	a, err := srv.Listen(router.ListenerConfig{Protocol: route.IMAP, Addr: testbed.AllocIP() + ":0", TLS: router.TLSNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := func() *rawConn {
+		r := newRaw(t, dial(t, a.String(), ""))
+		r.line()
+		r.send(fmt.Sprintf("a LOGIN %s {%d+}\r\n%s\r\n", alice.Mail, len(alice.Password), alice.Password))
+		r.until("a OK")
+		return r
+	}
+	quiet, chatty := login(), login()
+	t0 := time.Now()
+	for i := 0; time.Since(t0) < 6*time.Second; i++ {
+		chatty.send(fmt.Sprintf("n%d NOOP\r\n", i))
+		chatty.until(fmt.Sprintf("n%d OK", i))
+		time.Sleep(time.Second)
+	}
+	quiet.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(quiet.br); err != nil {
+		t.Fatalf("quiet session: %v, want it closed by the idle timeout", err)
+	}
+	chatty.send("z NOOP\r\n")
+	chatty.until("z OK")
+}

@@ -199,6 +199,7 @@ type Server struct {
 	hosts   *route.HostMap
 	caps    *capCache
 	predial *predialer
+	parker  *parker
 	ctx     context.Context
 	cancel  context.CancelFunc
 
@@ -232,6 +233,9 @@ type Stats struct {
 type StatsSnapshot struct {
 	Accepted, LoginOK, LoginFailed, LoginRefused, Unavailable, PreauthClosed, Kicked, PreDialUsed, Panics, BytesIn, BytesOut uint64
 	ActiveIMAP, ActivePOP3                                                                                                   int64
+	// Parked is how many splice directions wait in the parker, holding no
+	// goroutine (two per idle session).
+	Parked int
 }
 
 // Stats returns the current counters.
@@ -243,6 +247,7 @@ func (s *Server) Stats() StatsSnapshot {
 		PreauthClosed: st.PreauthClosed.Load(), Kicked: st.Kicked.Load(), PreDialUsed: st.PreDialUsed.Load(), Panics: st.Panics.Load(),
 		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
 		ActiveIMAP: st.Active[0].Load(), ActivePOP3: st.Active[1].Load(),
+		Parked: s.parker.count(),
 	}
 }
 
@@ -272,6 +277,7 @@ func New(opts *Options) *Server {
 		per = defaultPreDial
 	}
 	s.predial = newPredialer(s, max(per, 0))
+	s.parker = newParker(s)
 	return s
 }
 

@@ -68,6 +68,7 @@ type session struct {
 
 	mu      sync.Mutex
 	backend *backendConn // once logged in
+	sp      *splicer     // once splicing
 	kicked  string       // the reason, once kicked
 	done    bool
 	bhost   string
@@ -108,10 +109,9 @@ func (sess *session) serve() {
 		proto = 1
 	}
 	srv.stats.Active[proto].Add(1)
-	defer srv.stats.Active[proto].Add(-1)
-	defer srv.unregister(sess)
+	handedOff := false
+	defer sess.endUnless(&handedOff)
 	defer srv.recoverSession(sess)
-	defer sess.finish()
 
 	sess.br = readerPool.Get().(*bufio.Reader)
 	sess.br.Reset(sess.raw)
@@ -137,7 +137,28 @@ func (sess *session) serve() {
 	if b == nil {
 		return
 	}
+	// From here the splice owns the session and ends it.
+	handedOff = true
 	sess.splice(b)
+}
+
+// endUnless ends the session unless the splice has taken it over.
+func (sess *session) endUnless(handedOff *bool) {
+	if !*handedOff {
+		sess.end()
+	}
+}
+
+// end closes and logs the session and releases it from the server. It is
+// called once, by serve or by the splice's last direction.
+func (sess *session) end() {
+	sess.finish()
+	proto := 0
+	if sess.l.cfg.Protocol == route.POP3 {
+		proto = 1
+	}
+	sess.srv.stats.Active[proto].Add(-1)
+	sess.srv.unregister(sess)
 }
 
 // finish closes the client, returns buffers and logs the session line.
@@ -352,12 +373,16 @@ func (sess *session) kick(reason string) {
 	}
 	sess.kicked = reason
 	b := sess.backend
+	sp := sess.sp
 	sess.mu.Unlock()
 	past := time.Unix(1, 0)
 	if b != nil {
 		b.conn.SetReadDeadline(past)
 	}
 	sess.conn.SetReadDeadline(past)
+	if sp != nil {
+		sp.wakeAll()
+	}
 }
 
 func (sess *session) kickReason() string {
@@ -372,5 +397,11 @@ func (sess *session) closeNow() {
 	if b := sess.backend; b != nil {
 		b.conn.Close()
 	}
+	sp := sess.sp
 	sess.mu.Unlock()
+	if sp != nil {
+		// A closed socket leaves the parker's epoll set without an
+		// event: wake parked directions so they see the close.
+		sp.wakeAll()
+	}
 }

@@ -11,30 +11,56 @@ import (
 )
 
 // copyBufSize is the buffer size for directions that cannot splice(2)
-// (TLS on either side): one TLS record's worth of plaintext, twice.
+// (TLS on either side).
 const copyBufSize = 32 << 10
+
+// activeWait is how long a direction waits for more bytes on its own
+// goroutine before it parks in the parker and lets the goroutine go. Busy
+// sessions never park; idle ones (an IDLE-ing phone) cost no goroutine.
+const activeWait = 2 * time.Second
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
-// direction is one half of a splice.
-type direction struct {
+// splicer joins a logged-in client and its backend.
+type splicer struct {
 	sess     *session
-	dst, src net.Conn
-	// srcTCP and dstTCP are the TCP connections under src and dst, for
-	// half-close, splice(2) and TCP_INFO.
-	srcTCP, dstTCP *net.TCPConn
-	n              int64
-	err            error
+	up, down *direction
+	stopping atomic.Bool  // a direction has finished
+	left     atomic.Int32 // directions still running or parked
 }
 
-// splice copies bytes both ways between the client and the backend until
-// both directions are done, a kick or a shutdown. It flushes what either
-// side's reader still holds first, so pipelined commands are not lost.
+// direction is one half of a splice. It runs on a goroutine while bytes
+// flow and parks in the Server's parker when its source goes quiet.
+type direction struct {
+	sp       *splicer
+	other    *direction
+	dst, src net.Conn
+	// srcTCP and dstTCP are the TCP connections under src and dst, for
+	// readiness, splice(2), half-close and TCP_INFO.
+	srcTCP, dstTCP *net.TCPConn
+	w              *sockWaiter // on srcTCP
+	spliced        bool        // both ends plain TCP: splice(2)
+	lr             io.LimitedReader
+
+	idleAt   time.Time    // when the session would be idle, re-armed from TCP_INFO
+	lingerAt atomic.Int64 // unix nanos: stop by then (set when the other side finished)
+	n        int64
+	err      error
+	done     bool
+
+	ps parkState // owned by the Server's parker
+}
+
+// splice starts copying bytes both ways between the client and the
+// backend; the last direction to finish ends the session. It first
+// flushes what either side's reader still holds, so pipelined commands
+// are not lost.
 func (sess *session) splice(b *backendConn) {
 	if n := sess.br.Buffered(); n > 0 {
 		p, _ := sess.br.Peek(n)
 		if _, err := b.conn.Write(p); err != nil {
 			sess.fail(OutcomeOK, err)
+			sess.end()
 			return
 		}
 		sess.in += int64(n)
@@ -43,6 +69,7 @@ func (sess *session) splice(b *backendConn) {
 		p, _ := b.br.Peek(n)
 		if _, err := sess.conn.Write(p); err != nil {
 			sess.fail(OutcomeOK, err)
+			sess.end()
 			return
 		}
 		sess.out += int64(n)
@@ -57,18 +84,334 @@ func (sess *session) splice(b *backendConn) {
 	sess.conn.SetDeadline(time.Time{})
 	b.conn.SetDeadline(time.Time{})
 
-	var stopping atomic.Bool
-	up := &direction{sess: sess, dst: b.conn, src: sess.conn, srcTCP: sess.tcp, dstTCP: b.tcp}
-	down := &direction{sess: sess, dst: sess.conn, src: b.conn, srcTCP: b.tcp, dstTCP: sess.tcp}
-	donec := make(chan struct{})
-	go runUpstream(up, &stopping, donec)
-	down.run(&stopping)
-	<-donec
+	sp := &splicer{sess: sess}
+	sp.up = newDirection(sp, b.conn, sess.conn, sess.tcp, b.tcp)
+	sp.down = newDirection(sp, sess.conn, b.conn, b.tcp, sess.tcp)
+	sp.up.other, sp.down.other = sp.down, sp.up
+	sp.left.Store(2)
+	sess.mu.Lock()
+	sess.sp = sp
+	kicked := sess.kicked != ""
+	sess.mu.Unlock()
+	if kicked {
+		sp.wakeAll() // a kick that raced with the login
+	}
+	go runDirection(sp.up)
+	runDirection(sp.down)
+}
 
-	sess.in += up.n
-	sess.out += down.n
-	sess.srv.stats.BytesIn.Add(uint64(up.n))
-	sess.srv.stats.BytesOut.Add(uint64(down.n))
+func newDirection(sp *splicer, dst, src net.Conn, srcTCP, dstTCP *net.TCPConn) *direction {
+	d := &direction{sp: sp, dst: dst, src: src, srcTCP: srcTCP, dstTCP: dstTCP}
+	d.idleAt = time.Now().Add(sp.sess.srv.opts.idleTimeout())
+	if srcTCP != nil {
+		if rc, err := srcTCP.SyscallConn(); err == nil {
+			d.w = newSockWaiter(rc)
+		}
+	}
+	_, srcPlain := src.(*net.TCPConn)
+	_, dstPlain := dst.(*net.TCPConn)
+	d.spliced = srcPlain && dstPlain && d.w != nil
+	d.lr.R = src
+	return d
+}
+
+// wakeAll makes both directions look at their state now (a kick, a
+// close): parked ones are resumed on a goroutine.
+func (sp *splicer) wakeAll() {
+	p := sp.sess.srv.parker
+	for _, d := range []*direction{sp.up, sp.down} {
+		if d != nil && p.unpark(d) {
+			go runDirection(d)
+		}
+	}
+}
+
+// runDirection moves bytes until the source goes quiet for activeWait
+// (then it parks and returns, to be resumed by the parker) or ends. It is
+// a named function so stack dumps say what a goroutine is.
+func runDirection(d *direction) {
+	defer d.recoverPanic()
+	timeouts := 0
+	for {
+		if stop, err := d.expired(time.Now()); stop {
+			d.finish(err)
+			return
+		}
+		n, err := d.pump()
+		d.n += n
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			if isTimeout(err) && timeouts < 100 {
+				timeouts++
+				continue // a kick or a deadline: expired decides
+			}
+			d.finish(err)
+			return
+		}
+		timeouts = 0
+		// The source has nothing more for now: wait on this goroutine
+		// for a moment, then park.
+		ready, err := d.waitActive()
+		if ready || err != nil {
+			continue
+		}
+		if d.sp.sess.srv.parker.park(d) {
+			return
+		}
+	}
+}
+
+func (d *direction) recoverPanic() {
+	if r := recover(); r != nil {
+		srv := d.sp.sess.srv
+		srv.stats.Panics.Add(1)
+		srv.log.Error("splice panic", "cid", d.sp.sess.id, "panic", r)
+		if !d.done {
+			d.sp.sess.kick("Internal error.")
+			d.finish(errors.New("panic"))
+		}
+	}
+}
+
+// expired reports whether the direction must stop now: the session was
+// kicked, the other side finished and the linger time is over, or neither
+// side has received anything for the idle timeout (TCP_INFO tells, so
+// the spliced path keeps no per-read bookkeeping).
+func (d *direction) expired(now time.Time) (bool, error) {
+	sess := d.sp.sess
+	if sess.kickReason() != "" {
+		return true, errKicked
+	}
+	if at := d.lingerAt.Load(); at != 0 && now.UnixNano() >= at {
+		return true, nil
+	}
+	if now.Before(d.idleAt) {
+		return false, nil
+	}
+	idle := sess.srv.opts.idleTimeout()
+	quiet := min(sinceLastRecv(d.srcTCP), sinceLastRecv(d.dstTCP))
+	if quiet >= idle {
+		return true, errIdle
+	}
+	d.idleAt = now.Add(idle - quiet)
+	return false, nil
+}
+
+// nextDeadline is when expired must be asked again.
+func (d *direction) nextDeadline() time.Time {
+	t := d.idleAt
+	if at := d.lingerAt.Load(); at != 0 && at < t.UnixNano() {
+		t = time.Unix(0, at)
+	}
+	return t
+}
+
+// waitActive waits up to activeWait for the source to have something.
+func (d *direction) waitActive() (ready bool, err error) {
+	if d.w == nil {
+		return true, nil // no readiness to wait on: read (blocking)
+	}
+	deadline := time.Now().Add(activeWait)
+	if next := d.nextDeadline(); next.Before(deadline) {
+		deadline = next
+	}
+	if err := d.src.SetReadDeadline(deadline); err != nil {
+		return false, err
+	}
+	if err := d.w.wait(); err != nil {
+		if isTimeout(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// pump moves what the source has ready. It returns nil when the source has
+// nothing more for now, io.EOF at its end, or the error that stopped it.
+func (d *direction) pump() (int64, error) {
+	// waitActive leaves a deadline that has passed; reads must not fail
+	// on it. expired has just made sure the next deadline is ahead.
+	if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
+		return 0, err
+	}
+	if d.spliced {
+		return d.pumpSplice()
+	}
+	return d.pumpBuffer()
+}
+
+// pumpSplice splices exactly the bytes the kernel holds (SIOCINQ), so a
+// pipe is held only while bytes are in flight.
+func (d *direction) pumpSplice() (int64, error) {
+	dst := d.dst.(*net.TCPConn)
+	var total int64
+	for {
+		q := d.w.queued()
+		if q <= 0 {
+			m, err := d.edge()
+			total += m
+			if err != nil || m == 0 {
+				return total, err
+			}
+			continue
+		}
+		d.lr.N = int64(q)
+		m, err := dst.ReadFrom(&d.lr)
+		total += m
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// edge handles a source with nothing queued: nothing to do (0, nil), or
+// readable anyway, which means EOF or an error, which a read reports (or
+// a byte that raced in, which is forwarded).
+func (d *direction) edge() (int64, error) {
+	if !d.w.readyNow() {
+		return 0, nil
+	}
+	var one [1]byte
+	m, err := d.src.Read(one[:])
+	if m > 0 {
+		if _, werr := d.dst.Write(one[:m]); werr != nil {
+			return 0, werr
+		}
+		return int64(m), nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return 0, err
+}
+
+// pumpBuffer copies through a pooled buffer, taken only while bytes flow.
+// It serves every direction with TLS on either side.
+func (d *direction) pumpBuffer() (int64, error) {
+	if tc, ok := d.src.(*tls.Conn); ok {
+		return d.pumpTLS(tc)
+	}
+	var total int64
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	for {
+		q := -1
+		if d.w != nil {
+			q = d.w.queued()
+		}
+		if q == 0 {
+			m, err := d.edge()
+			total += m
+			if err != nil || m == 0 {
+				return total, err
+			}
+			continue
+		}
+		n, err := d.src.Read(buf)
+		if n > 0 {
+			if _, werr := d.dst.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err != nil {
+			return total, err
+		}
+		if q < 0 {
+			return total, nil
+		}
+	}
+}
+
+// pumpTLS drains what a TLS source holds: records crypto/tls has already
+// read (under an expired deadline, which it treats as temporary), then one
+// more read from the socket whenever it has bytes.
+func (d *direction) pumpTLS(tc *tls.Conn) (int64, error) {
+	var total int64
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	past := time.Unix(1, 0)
+	for {
+		if err := tc.SetReadDeadline(past); err != nil {
+			return total, err
+		}
+		n, err := tc.Read(buf)
+		if n > 0 {
+			if _, werr := d.dst.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err != nil && !isTimeout(err) {
+			return total, err
+		}
+		if n > 0 {
+			continue
+		}
+		if d.w != nil && !d.w.readyNow() {
+			return total, nil
+		}
+		// The socket has bytes: read at least one record, waiting for the
+		// rest of it if it is split.
+		if err := tc.SetReadDeadline(d.nextDeadline()); err != nil {
+			return total, err
+		}
+		n, err = tc.Read(buf)
+		if n > 0 {
+			if _, werr := d.dst.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+var (
+	errIdle   = errors.New("idle timeout")
+	errKicked = errors.New("kicked")
+)
+
+// finish ends this direction: half-close the destination, give the other
+// direction lingerTimeout (none after a kick), and end the session when
+// both are done.
+func (d *direction) finish(err error) {
+	d.done = true
+	d.err = err
+	sp := d.sp
+	sp.stopping.Store(true)
+	if err == nil {
+		closeWrite(d.dst)
+	}
+	linger := time.Now().Add(lingerTimeout)
+	if sp.sess.kickReason() != "" {
+		linger = time.Unix(1, 0)
+	}
+	o := d.other
+	o.lingerAt.CompareAndSwap(0, linger.UnixNano())
+	d.dst.SetReadDeadline(linger) // the other direction reads from dst
+	if sp.sess.srv.parker.unpark(o) {
+		go runDirection(o)
+	}
+	if sp.left.Add(-1) == 0 {
+		sp.finished()
+	}
+}
+
+// finished runs once both directions are done.
+func (sp *splicer) finished() {
+	sess := sp.sess
+	sess.in += sp.up.n
+	sess.out += sp.down.n
+	sess.srv.stats.BytesIn.Add(uint64(sp.up.n))
+	sess.srv.stats.BytesOut.Add(uint64(sp.down.n))
 	sess.outcome = OutcomeOK
 	if reason := sess.kickReason(); reason != "" {
 		sess.outcome = OutcomeKicked
@@ -77,163 +420,19 @@ func (sess *session) splice(b *backendConn) {
 				sess.conn.Write([]byte("* BYE [UNAVAILABLE] " + reason + "\r\n"))
 			}
 		}
-		return
-	}
-	for _, err := range []error{up.err, down.err} {
-		if err != nil && !isQuietClose(err) {
-			sess.errMsg = err.Error()
-			break
-		}
-	}
-}
-
-// runUpstream copies client to backend; it is a named function so stack
-// dumps say which direction a goroutine is.
-func runUpstream(d *direction, stopping *atomic.Bool, donec chan<- struct{}) {
-	defer close(donec)
-	d.run(stopping)
-}
-
-// run copies until the source is done, then half-closes the destination
-// and gives the other direction lingerTimeout to finish.
-func (d *direction) run(stopping *atomic.Bool) {
-	d.n, d.err = d.copy(stopping)
-	stopping.Store(true)
-	if d.err == nil {
-		closeWrite(d.dst)
-	}
-	// The other direction reads from dst; let it drain, then stop (at
-	// once after a kick).
-	stop := time.Now().Add(lingerTimeout)
-	if d.sess.kickReason() != "" {
-		stop = time.Unix(1, 0)
-	}
-	d.dst.SetReadDeadline(stop)
-}
-
-// copy moves bytes from src to dst, with zero-copy splice(2) when both
-// are plain TCP. It returns nil at EOF. An idle read deadline is re-armed
-// as long as either side of the session has received data within the
-// idle timeout (checked through TCP_INFO, so the spliced path needs no
-// per-read bookkeeping).
-func (d *direction) copy(stopping *atomic.Bool) (int64, error) {
-	idle := d.sess.srv.opts.idleTimeout()
-	deadline := time.Now().Add(idle)
-	var total int64
-	for {
-		if err := d.src.SetReadDeadline(deadline); err != nil {
-			return total, err
-		}
-		n, err := d.copyOnce()
-		total += n
-		if err == errDrained {
-			continue // the deadline below is still ahead
-		}
-		if err == nil || !isTimeout(err) {
-			return total, err
-		}
-		if stopping.Load() || d.sess.kickReason() != "" {
-			return total, err
-		}
-		quiet := min(sinceLastRecv(d.srcTCP), sinceLastRecv(d.dstTCP))
-		if quiet >= idle {
-			return total, errIdle
-		}
-		deadline = time.Now().Add(idle - quiet)
-	}
-}
-
-var (
-	errIdle = errors.New("idle timeout")
-	// errDrained: a TLS source's buffered records were drained under an
-	// expired deadline, which must be set back before waiting again.
-	errDrained = errors.New("drained")
-)
-
-// copyOnce copies until EOF (nil) or an error such as a deadline. Between
-// bursts it waits for the source to become readable without holding a
-// buffer or a pipe, so an idle session costs two parked goroutines and
-// nothing else.
-func (d *direction) copyOnce() (int64, error) {
-	if dst, ok := d.dst.(*net.TCPConn); ok {
-		if src, ok := d.src.(*net.TCPConn); ok {
-			return spliceLoop(dst, src)
-		}
-	}
-	return d.bufferLoop()
-}
-
-// bufferLoop copies through a pooled buffer, taken only while bytes are
-// flowing. It serves every direction with TLS on either side.
-func (d *direction) bufferLoop() (int64, error) {
-	var w *sockWaiter
-	if d.srcTCP != nil {
-		if rc, err := d.srcTCP.SyscallConn(); err == nil {
-			w = newSockWaiter(rc)
-		}
-	}
-	var total int64
-	for {
-		if w != nil {
-			if err := w.wait(); err != nil {
-				return total, err
+	} else {
+		for _, err := range []error{sp.up.err, sp.down.err} {
+			if err != nil && !isQuietClose(err) {
+				sess.errMsg = err.Error()
+				break
 			}
 		}
-		n, err := d.burst()
-		total += n
-		if err != nil {
-			if err == io.EOF {
-				return total, nil
-			}
-			return total, err
+		if sp.up.err == errIdle || sp.down.err == errIdle {
+			sess.errMsg = errIdle.Error()
 		}
 	}
+	sess.end()
 }
-
-// burst moves what the source has ready. A TLS source may hold whole
-// records it has already read from the socket; they are drained with an
-// expired deadline, which crypto/tls treats as temporary.
-func (d *direction) burst() (int64, error) {
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
-	buf := *bp
-	n, err := d.src.Read(buf)
-	if n > 0 {
-		if _, werr := d.dst.Write(buf[:n]); werr != nil {
-			return int64(n), werr
-		}
-	}
-	if err != nil {
-		return int64(n), err
-	}
-	total := int64(n)
-	tc, ok := d.src.(*tls.Conn)
-	if !ok {
-		return total, nil
-	}
-	// Deadlines are restored by the caller's loop before the next wait.
-	if err := tc.SetReadDeadline(time.Unix(1, 0)); err != nil {
-		return total, err
-	}
-	for {
-		n, err := tc.Read(buf)
-		if n > 0 {
-			if _, werr := d.dst.Write(buf[:n]); werr != nil {
-				return total + int64(n), werr
-			}
-			total += int64(n)
-		}
-		if err != nil {
-			if isTimeout(err) {
-				return total, errDrained
-			}
-			return total, err
-		}
-	}
-}
-
-type readerOnly struct{ io.Reader }
-type writerOnly struct{ io.Writer }
 
 // closeWrite half-closes c: a TCP FIN, or a TLS close_notify.
 func closeWrite(c net.Conn) {
@@ -249,5 +448,6 @@ func closeWrite(c net.Conn) {
 // isQuietClose reports whether err is an ordinary end of a session, not
 // worth logging.
 func isQuietClose(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isTimeout(err) || errors.Is(err, errIdle)
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isTimeout(err) ||
+		errors.Is(err, errIdle) || errors.Is(err, errKicked)
 }

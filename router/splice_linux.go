@@ -56,18 +56,33 @@ func spliceLoop(dst, src *net.TCPConn) (int64, error) {
 // bytes it holds. Its callbacks are bound once, so waiting allocates
 // nothing.
 type sockWaiter struct {
-	rc      syscall.RawConn
-	readyFn func(fd uintptr) bool
-	inqFn   func(fd uintptr)
-	n       int
+	rc         syscall.RawConn
+	readyFn    func(fd uintptr) bool
+	inqFn      func(fd uintptr)
+	readyNowFn func(fd uintptr)
+	n          int
+	isReady    bool
 }
 
 func newSockWaiter(rc syscall.RawConn) *sockWaiter {
 	w := &sockWaiter{rc: rc}
 	w.readyFn = w.ready
 	w.inqFn = w.inq
+	w.readyNowFn = w.checkReady
 	return w
 }
+
+// readyNow reports, without waiting, whether a read would not block: data,
+// EOF or an error.
+func (w *sockWaiter) readyNow() bool {
+	w.isReady = false
+	if w.rc.Control(w.readyNowFn) != nil {
+		return true // closed: let the read say so
+	}
+	return w.isReady
+}
+
+func (w *sockWaiter) checkReady(fd uintptr) { w.isReady = w.ready(fd) }
 
 // wait blocks until the socket has data, EOF or an error to report, or its
 // read deadline passes. It reads nothing.
