@@ -47,6 +47,9 @@ type Config struct {
 	// MaxPreauthErrors is the number of bad commands before login after
 	// which the connection is closed with BYE.
 	MaxPreauthErrors int `toml:"max_preauth_errors"`
+	// DrainGrace is how long sessions may go on after SIGTERM before they
+	// are closed with a BYE.
+	DrainGrace Duration `toml:"drain_grace"`
 
 	// TLS holds the listeners' certificates; nil without a [tls] table.
 	TLS *TLS `toml:"tls"`
@@ -60,6 +63,15 @@ type Config struct {
 	Map Map `toml:"map"`
 	// LDAP configures the directory; nil without an [ldap] table.
 	LDAP *LDAP `toml:"ldap"`
+	// Limits are the per-user session limits and the brake on password
+	// guessing.
+	Limits Limits `toml:"limits"`
+	// Cluster joins this node to the other front-ends; nil without a
+	// [cluster] table (a node of its own).
+	Cluster *Cluster `toml:"cluster"`
+	// Admin is the HTTP listener for metrics, status and control; nil
+	// without an [admin] table (no listener).
+	Admin *Admin `toml:"admin"`
 
 	// File is the path the configuration was loaded from. Relative paths
 	// in it were resolved against its directory. Not a key.
@@ -254,8 +266,9 @@ func (h *HostEntry) UnmarshalTOML(v any) error {
 }
 
 // Default returns the configuration with every default set. Load decodes
-// the file over it. Tables that are absent from the file (tls, ldap) are
-// set to nil by Load; their defaults here apply when they are present.
+// the file over it. Tables that are absent from the file (tls, ldap,
+// cluster, admin) are set to nil by Load; their defaults here apply when
+// they are present.
 func Default() *Config {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
@@ -270,6 +283,7 @@ func Default() *Config {
 		IdleTimeout:      D(31 * time.Minute),                // RFC 9051 5.4 asks >= 30m; 1m of slack for IDLE refreshes
 		AuthFailDelay:    D(1 * time.Second),                 // slows password guessing without hurting typos
 		MaxPreauthErrors: 3,                                  // bad commands before "* BYE"
+		DrainGrace:       D(30 * time.Second),                // SIGTERM: sessions end by themselves or get a BYE after this
 		TLS:              &TLS{},                             // no default certificate: cert and key are required
 		Listen:           nil,                                // no default listener: at least one is required
 		Backend: Backend{
@@ -301,6 +315,38 @@ func Default() *Config {
 			PoolSize:         4,                             // connections per proxy; go-ldap multiplexes on each
 			DialTimeout:      D(2 * time.Second),            // connect, TLS and bind
 			Timeout:          D(3 * time.Second),            // one search
+		},
+		Limits: Limits{
+			IMAPSessionsPerUser:  50,                  // a few devices with a dozen folder connections each
+			POP3SessionsPerUser:  10,                  // POP3 clients hold one connection while they fetch
+			FailuresBeforeDelay:  5,                   // typos are free; then logins slow down
+			FailuresBeforeRefuse: 20,                  // then refused until the count decays
+			FailureWindow:        D(15 * time.Minute), // time constant of the failure counts
+			FailureDelay:         D(2 * time.Second),  // the first delay, doubled per further failure
+		},
+		Cluster: &Cluster{
+			NodeName:         host,                      // the machine's name; unique in the cluster
+			BindAddr:         "0.0.0.0",                 // all addresses; set the VPN address
+			BindPort:         DefaultClusterPort,        // memberlist's customary port, TCP and UDP
+			AdvertiseAddr:    "",                        // bind_addr if specific, else the first private address
+			AdvertisePort:    0,                         // bind_port
+			Peers:            nil,                       // none: a cluster of one until others join
+			KeyringFile:      "",                        // required unless allow_insecure
+			AllowInsecure:    false,                     // gossip is encrypted and authenticated
+			Label:            "switchboard",             // keeps two clusters on one network apart
+			GossipInterval:   D(100 * time.Millisecond), // memberlist LAN: 200ms; halves the time per hop
+			ProbeInterval:    D(time.Second),            // memberlist LAN
+			ProbeTimeout:     D(500 * time.Millisecond), // memberlist LAN; VPN round trips are well below
+			SuspicionMult:    4,                         // memberlist LAN
+			PushPullInterval: D(15 * time.Second),       // memberlist LAN: 30s; full state converges faster
+			UDPBufferSize:    1300,                      // fits WireGuard (MTU 1420) over IPv6 without fragments
+			HealthTTL:        D(30 * time.Second),       // a backend report not renewed for this long is dropped
+			CheckInterval:    D(time.Second),            // backend probes: a dead backend is noticed in about 2s
+			CheckTimeout:     D(time.Second),            // one probe: connect and greeting
+		},
+		Admin: &Admin{
+			Address:   "127.0.0.1:8025", // loopback: no token needed
+			TokenFile: "",               // required for a non-loopback address
 		},
 	}
 }

@@ -322,7 +322,7 @@ func TestBad(t *testing.T) {
 		{"string for a table", "hostname = \"x\"\ntls = \"yes\"\n", []string{f + ":2: tls: wrong type: a string, but a table is needed"}},
 		{"float for an integer", "max_preauth_errors = 1.5\n", []string{f + ":1: max_preauth_errors: wrong type: a float, but an integer is needed"}},
 		{"unknown top key", "colour = \"blue\"\n" + minimal, []string{f + ":1: colour: unknown key"}},
-		{"unknown table reported once", minimal + "[cluster]\nnodes = 3\nkey = \"x\"\n", []string{f + ":13: cluster: unknown key"}},
+		{"unknown table reported once", minimal + "[clusters]\nnodes = 3\nkey = \"x\"\n", []string{f + ":13: clusters: unknown key"}},
 		{"unknown key in second listener", minimal + "[[listen]]\nprotocol = \"pop3\"\naddress = \":110\"\nport = 110\n",
 			[]string{f + ":16: listen[1].port: unknown key"}},
 		{"unknown key in inline table", strings.Replace(minimal, "[map]", "[backend]\n[map]", 1) + "[hosts]\nmx1 = { imap = \"a\", smtp = \"b\" }\n",

@@ -217,6 +217,12 @@ func (cfg *Config) resolvePaths(dir string) {
 		abs(&cfg.LDAP.CAFile)
 		abs(&cfg.LDAP.BindPasswordFile)
 	}
+	if cfg.Cluster != nil {
+		abs(&cfg.Cluster.KeyringFile)
+	}
+	if cfg.Admin != nil {
+		abs(&cfg.Admin.TokenFile)
+	}
 }
 
 // checker collects the problems of one file.
