@@ -1108,3 +1108,62 @@ func TestIdleTimeout(t *testing.T) {
 	chatty.send("z NOOP\r\n")
 	chatty.until("z OK")
 }
+
+// TestAmbiguousEntryIsARoutingError: two entries with one mail must never
+// be resolved by taking the first; the login is refused as unavailable
+// and the error is logged loudly.
+func TestAmbiguousEntryIsARoutingError(t *testing.T) {
+	e := getEnv(t)
+	twin := testbed.User{Mail: "twin@example.org", Password: "twin-pw", Hosts: []string{"mx1"}}
+	if err := e.tb.LDAP.AddUsers(twin); err != nil {
+		t.Fatal(err)
+	}
+	ldif := fmt.Sprintf(`dn: uid=twin2,%s
+objectClass: top
+objectClass: inetOrgPerson
+objectClass: switchboardUser
+uid: twin2
+cn: twin
+sn: twin
+mail: %s
+host: mx2
+status: active
+`, e.tb.LDAP.PeopleDN, twin.Mail)
+	if err := e.tb.LDAP.Add(ldif); err != nil {
+		t.Fatal(err)
+	}
+	r := newRaw(t, tlsDial(t, e.imaps, e.clientT))
+	r.line()
+	r.send("a LOGIN " + twin.Mail + " " + twin.Password + "\r\n")
+	if l := r.line(); !strings.HasPrefix(l, "a NO [UNAVAILABLE]") {
+		t.Fatalf("ambiguous user: %q", l)
+	}
+	if !strings.Contains(e.logs.String(), "routing error: more than one directory entry matches") {
+		t.Fatal("no loud log line for the ambiguous entry")
+	}
+}
+
+func TestPreauthTimeout(t *testing.T) {
+	e := getEnv(t)
+	srv := router.New(&router.Options{
+		Mapper:         e.cache,
+		PreauthTimeout: time.Second,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	defer srv.Close()
+	for _, proto := range []string{route.IMAP, route.POP3} {
+		a, err := srv.Listen(router.ListenerConfig{Protocol: proto, Addr: testbed.AllocIP() + ":0", TLS: router.TLSNone})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := newRaw(t, dial(t, a.String(), ""))
+		r.line()
+		want := map[string]string{route.IMAP: "* BYE Disconnected for inactivity.", route.POP3: "-ERR Disconnected for inactivity."}[proto]
+		if l := r.line(); l != want {
+			t.Fatalf("%s idle before login: %q, want %q", proto, l, want)
+		}
+		if _, err := r.br.ReadByte(); err != io.EOF {
+			t.Fatalf("%s: still open after the inactivity BYE: %v", proto, err)
+		}
+	}
+}
