@@ -213,29 +213,11 @@ func pidsByCmdline(s string) []int {
 	}
 	var roots []int
 	for pid := range match {
-		if pp, ok := parentPID(pid); !ok || !match[pp] {
+		if pp, ok := loadgen.ParentPID(pid); !ok || !match[pp] {
 			roots = append(roots, pid)
 		}
 	}
 	return roots
-}
-
-func parentPID(pid int) (int, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0, false
-	}
-	pp, err := strconv.Atoi(f[1])
-	return pp, err == nil
 }
 
 // commonFreePorts returns n ports free on every one of ips at once.
@@ -274,12 +256,8 @@ func commonFreePorts(ips []string, n int) ([]int, error) {
 	return ports, nil
 }
 
-func freePort(ip string) (int, error) { return testbed.FreePort(ip) }
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-func testbedAllocIP() string { return testbed.AllocIP() }

@@ -12,6 +12,7 @@ import (
 	"text/template"
 
 	"switchboard/bench/loadgen"
+	"switchboard/internal/testbed"
 )
 
 // dovecotLoginProcs is the number of login processes of the Dovecot proxy
@@ -42,7 +43,7 @@ func startDovecotProxy(c proxyConfig) (*target, error) {
 	}
 	ports := make([]int, 4)
 	for i := range ports {
-		if ports[i], err = freePort(c.IP); err != nil {
+		if ports[i], err = testbed.FreePort(c.IP); err != nil {
 			return nil, err
 		}
 	}

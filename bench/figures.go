@@ -113,6 +113,7 @@ func (f figure) measure(ctx context.Context, cfg *config, tb *bed, t *target) (l
 		Concurrency: f.concurrency,
 		Warmup:      cfg.warmup,
 		Duration:    cfg.duration,
+		Count:       cfg.count,
 		Users:       tb.users,
 	}
 	if f.workload == loadgen.WorkBulk {

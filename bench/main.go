@@ -35,6 +35,7 @@ type config struct {
 	quick       bool
 	warmup      time.Duration
 	duration    time.Duration
+	count       int
 	conc        []int
 	bulkConc    []int
 	tlsModes    []loadgen.TLSMode
@@ -66,6 +67,7 @@ func parseConfig() (*config, error) {
 	flag.BoolVar(&c.quick, "quick", quick, "quick mode (BENCH_QUICK): short windows, fewer idle sessions")
 	flag.DurationVar(&c.warmup, "warmup", envDuration("BENCH_WARMUP", def("1s", "500ms")), "unmeasured warm-up before each figure (BENCH_WARMUP)")
 	flag.DurationVar(&c.duration, "duration", envDuration("BENCH_DURATION", def("3s", "1s")), "measured window of each figure (BENCH_DURATION)")
+	flag.IntVar(&c.count, "count", envInt("BENCH_COUNT", 0), "measure this many sessions (or fetches) per figure instead of a fixed window (BENCH_COUNT)")
 	flag.StringVar(&conc, "concurrency", env("BENCH_CONCURRENCY", "1,16,64"), "session workloads' concurrencies (BENCH_CONCURRENCY)")
 	flag.StringVar(&bulkConc, "bulk-concurrency", env("BENCH_BULK_CONCURRENCY", "1,4"), "bulk FETCH concurrencies (BENCH_BULK_CONCURRENCY)")
 	flag.StringVar(&tlsModes, "tls", env("BENCH_TLS", def("none,implicit,starttls", "none,implicit")), "TLS modes of the session workloads (BENCH_TLS)")

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"switchboard/bench/loadgen"
+	"switchboard/internal/testbed"
 )
 
 // perditionLDAPLib is where Debian's perdition-ldap package puts the LDAP
@@ -84,7 +85,7 @@ func startPerdition(c proxyConfig) (*target, error) {
 		{"perdition.pop3s", "pop3/implicit", "ssl_listen", c.POP3Port, true},
 	}
 	for _, m := range modes {
-		port, err := freePort(c.IP)
+		port, err := testbed.FreePort(c.IP)
 		if err != nil {
 			t.stop()
 			return nil, err

@@ -11,6 +11,7 @@ import (
 	"text/template"
 
 	"switchboard/bench/loadgen"
+	"switchboard/internal/testbed"
 )
 
 // startSwitchboard builds cmd/switchboard (unless -switchboard names a
@@ -32,7 +33,7 @@ func startSwitchboard(ctx context.Context, cfg *config, c proxyConfig) (*target,
 	ports := make([]int, 4)
 	for i := range ports {
 		var err error
-		if ports[i], err = freePort(c.IP); err != nil {
+		if ports[i], err = testbed.FreePort(c.IP); err != nil {
 			return nil, err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"switchboard/bench/loadgen"
+	"switchboard/internal/testbed"
 )
 
 // userFilter is the LDAP filter every proxy searches with (%s: the login
@@ -136,7 +137,7 @@ func (b *bed) proxyConfig(dir string) (proxyConfig, error) {
 
 func allocFreshIP(b *bed) string {
 	for {
-		ip := testbedAllocIP()
+		ip := testbed.AllocIP()
 		if ip != b.slapd.IP && ip != b.backends[0].IP && ip != b.backends[1].IP {
 			return ip
 		}

@@ -23,7 +23,7 @@ func ProcTree(roots ...int) []int {
 		if err != nil {
 			continue
 		}
-		if pp, ok := ppid(pid); ok {
+		if pp, ok := ParentPID(pid); ok {
 			children[pp] = append(children[pp], pid)
 		}
 	}
@@ -60,7 +60,8 @@ func statFields(pid int) []string {
 	return strings.Fields(string(b[i+1:]))
 }
 
-func ppid(pid int) (int, bool) {
+// ParentPID returns pid's parent, from /proc/PID/stat.
+func ParentPID(pid int) (int, bool) {
 	f := statFields(pid)
 	if len(f) < 2 {
 		return 0, false

@@ -21,6 +21,9 @@ const (
 // loop of refused connections.
 const errorBackoff = 20 * time.Millisecond
 
+// maxCountWindow bounds a fixed-count window (Spec.Count).
+const maxCountWindow = 5 * time.Minute
+
 // Spec is one figure to measure.
 type Spec struct {
 	Target      *Target
@@ -150,6 +153,11 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 
 	begin := time.Now()
 	wctx, cancel := context.WithCancel(ctx)
+	if s.Count > 0 {
+		// A target that never completes a session must not hold the
+		// run forever.
+		wctx, cancel = context.WithTimeout(ctx, s.Warmup+maxCountWindow)
+	}
 	defer cancel()
 	w := &window{cancel: cancel, start: begin.Add(s.Warmup), count: int64(s.Count), done: make(chan struct{})}
 	if s.Count <= 0 {
@@ -267,26 +275,21 @@ func runWorker(ctx context.Context, wg *sync.WaitGroup, s Spec, tc *tlsConfigs, 
 			cancel()
 		}
 		t1 := time.Now()
-		if !w.measured(t1) {
-			if err != nil {
-				if bulk != nil {
-					st.errors++
-					st.firstErr = err
-					return // the conn is unusable
-				}
-				time.Sleep(errorBackoff)
-			}
-			continue
-		}
 		if err != nil {
-			st.errors++
-			if st.firstErr == nil {
+			// Errors caused by closing the window are not the target's.
+			if w.measured(t1) {
+				st.errors++
+			}
+			if st.firstErr == nil && ctx.Err() == nil {
 				st.firstErr = err
 			}
 			if bulk != nil {
-				return
+				return // the conn is unusable
 			}
 			time.Sleep(errorBackoff)
+			continue
+		}
+		if !w.measured(t1) {
 			continue
 		}
 		if w.count > 0 && left.Add(-1) < 0 {
