@@ -140,7 +140,7 @@ service pop3-login {
 `, ip, imapPort, pop3Port)
 }
 
-// seed delivers the messages, in parallel over the users.
+// seed delivers the messages, four users at a time.
 func (b *bed) seed(users []testbed.User) error {
 	errc := make(chan error, len(users))
 	sem := make(chan struct{}, 4)
@@ -148,23 +148,7 @@ func (b *bed) seed(users []testbed.User) error {
 	for _, u := range users {
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(u testbed.User) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			n, size := sessionMessages, sessionMessageSize
-			if strings.HasPrefix(u.Mail, "bulk") {
-				n, size = bulkMessages, bulkMessageSize
-			}
-			msgs := make([][]byte, n)
-			for i := range msgs {
-				msgs[i] = testbed.Message("sender@example.net", u.Mail, fmt.Sprintf("Message %d", i+1), size)
-			}
-			be := b.backends[0]
-			if u.Hosts[0] == backendNames[1] {
-				be = b.backends[1]
-			}
-			errc <- be.Seed(u.Mail, msgs...)
-		}(u)
+		go b.seedUser(u, &wg, sem, errc)
 	}
 	wg.Wait()
 	close(errc)
@@ -174,6 +158,25 @@ func (b *bed) seed(users []testbed.User) error {
 		}
 	}
 	return nil
+}
+
+// seedUser delivers one user's messages into its backend's Maildir.
+func (b *bed) seedUser(u testbed.User, wg *sync.WaitGroup, sem <-chan struct{}, errc chan<- error) {
+	defer wg.Done()
+	defer func() { <-sem }()
+	n, size := sessionMessages, sessionMessageSize
+	if strings.HasPrefix(u.Mail, "bulk") {
+		n, size = bulkMessages, bulkMessageSize
+	}
+	msgs := make([][]byte, n)
+	for i := range msgs {
+		msgs[i] = testbed.Message("sender@example.net", u.Mail, fmt.Sprintf("Message %d", i+1), size)
+	}
+	be := b.backends[0]
+	if u.Hosts[0] == backendNames[1] {
+		be = b.backends[1]
+	}
+	errc <- be.Seed(u.Mail, msgs...)
 }
 
 func (b *bed) close() {

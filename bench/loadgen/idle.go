@@ -189,48 +189,59 @@ func idleChild(in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conns := make([]*Conn, job.N)
-	var next atomic.Int64
-	var failed atomic.Int64
-	var errOnce sync.Once
-	var firstErr error
+	h := &idleHolder{job: &job, tc: tc, conns: make([]*Conn, job.N)}
 	var wg sync.WaitGroup
 	for w := 0; w < job.Concurrency; w++ {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= job.N {
-					return
-				}
-				u := &job.Users[(job.Offset+i)%len(job.Users)]
-				c, err := openIdle(job.Target, tc, u, job.TLS)
-				if err != nil {
-					failed.Add(1)
-					errOnce.Do(func() { firstErr = err })
-					continue
-				}
-				conns[i] = c
-			}
-		}()
+		go h.openLoop(&wg)
 	}
 	wg.Wait()
-	r := idleReport{Ready: job.N - int(failed.Load()), Failed: int(failed.Load())}
-	if firstErr != nil {
-		r.FirstError = firstErr.Error()
+	failed := h.failed.Load()
+	r := idleReport{Ready: job.N - int(failed), Failed: int(failed)}
+	if h.firstErr != nil {
+		r.FirstError = h.firstErr.Error()
 	}
 	if err := json.NewEncoder(out).Encode(r); err != nil {
 		return err
 	}
 	// Hold the sessions until the parent closes our stdin.
 	io.Copy(io.Discard, br)
-	for _, c := range conns {
+	for _, c := range h.conns {
 		if c != nil {
 			c.Close()
 		}
 	}
 	return nil
+}
+
+// idleHolder opens a child's share of the idle sessions.
+type idleHolder struct {
+	job      *idleJob
+	tc       *tlsConfigs
+	conns    []*Conn
+	next     atomic.Int64
+	failed   atomic.Int64
+	errOnce  sync.Once
+	firstErr error
+}
+
+// openLoop opens sessions until the child's share is taken.
+func (h *idleHolder) openLoop(wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		i := int(h.next.Add(1) - 1)
+		if i >= h.job.N {
+			return
+		}
+		u := &h.job.Users[(h.job.Offset+i)%len(h.job.Users)]
+		c, err := openIdle(h.job.Target, h.tc, u, h.job.TLS)
+		if err != nil {
+			h.failed.Add(1)
+			h.errOnce.Do(func() { h.firstErr = err })
+			continue
+		}
+		h.conns[i] = c
+	}
 }
 
 func openIdle(t *Target, tc *tlsConfigs, u *User, m TLSMode) (*Conn, error) {
