@@ -333,6 +333,7 @@ func (sess *session) imapBackendLogin(tag string) backendLogin {
 		cmd = append(cmd, "\r\n"...)
 		_, err := b.conn.Write(cmd)
 		clear(cmd)
+		quickAck(b.tcp) // the ID and login answers come in separate writes
 		if err != nil {
 			return nil, &transportError{err}
 		}

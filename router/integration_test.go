@@ -56,7 +56,7 @@ const testFailDelay = 300 * time.Millisecond
 // standbyUser lives on a dead primary and a live standby (mx1).
 var standbyUser = testbed.User{Mail: "erin@example.org", Password: "erin-pw", Hosts: []string{"mxdead", "mx1"}}
 
-func getEnv(t *testing.T) *env {
+func getEnv(t testing.TB) *env {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test: needs slapd and Dovecot (skipped with -short)")

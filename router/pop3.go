@@ -321,6 +321,7 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 	}
 	_, err = b.conn.Write(cmd)
 	clear(cmd)
+	quickAck(b.tcp)
 	if err != nil {
 		return nil, &transportError{err}
 	}

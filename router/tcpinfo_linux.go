@@ -27,3 +27,21 @@ func sinceLastRecv(c *net.TCPConn) time.Duration {
 	})
 	return d
 }
+
+// quickAck asks the kernel to acknowledge the next segments from c at
+// once instead of delaying the ACK. A backend answering pipelined commands
+// in several small writes (Dovecot's "+OK" to XCLIENT, then to AUTH) may
+// hold the second behind Nagle's algorithm until the first is
+// acknowledged; a delayed ACK would cost up to 40 ms per login.
+func quickAck(c *net.TCPConn) {
+	if c == nil {
+		return
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+	})
+}
