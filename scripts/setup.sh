@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-ldap perdition
-      python3 curl iproute2 make ca-certificates)
+      perdition-ldap python3 curl iproute2 make ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
