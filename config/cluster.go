@@ -71,7 +71,14 @@ type Cluster struct {
 	ProbeTimeout     Duration `toml:"probe_timeout"`
 	SuspicionMult    int      `toml:"suspicion_mult"`
 	PushPullInterval Duration `toml:"push_pull_interval"`
+	TCPTimeout       Duration `toml:"tcp_timeout"`
 	UDPBufferSize    int      `toml:"udp_buffer_size"`
+	// StateInterval is how often changes of health and counts are
+	// gossiped; ReconnectInterval how often failed members are retried.
+	StateInterval     Duration `toml:"state_interval"`
+	ReconnectInterval Duration `toml:"reconnect_interval"`
+	// MaxEntries caps each shared table per node.
+	MaxEntries int `toml:"max_entries"`
 	// HealthTTL is how long a backend health report stays valid.
 	HealthTTL Duration `toml:"health_ttl"`
 	// CheckInterval and CheckTimeout drive this node's backend probes.
@@ -153,6 +160,9 @@ func (cl *Cluster) validate(c *checker, _ *Config) {
 	}
 	if cl.SuspicionMult < 1 {
 		c.errorf("cluster.suspicion_mult", "must be at least 1, not %d", cl.SuspicionMult)
+	}
+	if cl.MaxEntries < 1 {
+		c.errorf("cluster.max_entries", "must be at least 1, not %d", cl.MaxEntries)
 	}
 	if cl.UDPBufferSize < minUDPBuffer || cl.UDPBufferSize > maxUDPBuffer {
 		c.errorf("cluster.udp_buffer_size", "must be %d to %d, not %d", minUDPBuffer, maxUDPBuffer, cl.UDPBufferSize)

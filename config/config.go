@@ -325,24 +325,28 @@ func Default() *Config {
 			FailureDelay:         D(2 * time.Second),  // the first delay, doubled per further failure
 		},
 		Cluster: &Cluster{
-			NodeName:         host,                      // the machine's name; unique in the cluster
-			BindAddr:         "0.0.0.0",                 // all addresses; set the VPN address
-			BindPort:         DefaultClusterPort,        // memberlist's customary port, TCP and UDP
-			AdvertiseAddr:    "",                        // bind_addr if specific, else the first private address
-			AdvertisePort:    0,                         // bind_port
-			Peers:            nil,                       // none: a cluster of one until others join
-			KeyringFile:      "",                        // required unless allow_insecure
-			AllowInsecure:    false,                     // gossip is encrypted and authenticated
-			Label:            "switchboard",             // keeps two clusters on one network apart
-			GossipInterval:   D(100 * time.Millisecond), // memberlist LAN: 200ms; halves the time per hop
-			ProbeInterval:    D(time.Second),            // memberlist LAN
-			ProbeTimeout:     D(500 * time.Millisecond), // memberlist LAN; VPN round trips are well below
-			SuspicionMult:    4,                         // memberlist LAN
-			PushPullInterval: D(15 * time.Second),       // memberlist LAN: 30s; full state converges faster
-			UDPBufferSize:    1300,                      // fits WireGuard (MTU 1420) over IPv6 without fragments
-			HealthTTL:        D(30 * time.Second),       // a backend report not renewed for this long is dropped
-			CheckInterval:    D(time.Second),            // backend probes: a dead backend is noticed in about 2s
-			CheckTimeout:     D(time.Second),            // one probe: connect and greeting
+			NodeName:          host,                      // the machine's name; unique in the cluster
+			BindAddr:          "0.0.0.0",                 // all addresses; set the VPN address
+			BindPort:          DefaultClusterPort,        // memberlist's customary port, TCP and UDP
+			AdvertiseAddr:     "",                        // bind_addr if specific, else the first private address
+			AdvertisePort:     0,                         // bind_port
+			Peers:             nil,                       // none: a cluster of one until others join
+			KeyringFile:       "",                        // required unless allow_insecure
+			AllowInsecure:     false,                     // gossip is encrypted and authenticated
+			Label:             "switchboard",             // keeps two clusters on one network apart
+			GossipInterval:    D(100 * time.Millisecond), // memberlist LAN: 200ms; halves the time per hop
+			ProbeInterval:     D(time.Second),            // memberlist LAN
+			ProbeTimeout:      D(500 * time.Millisecond), // memberlist LAN; VPN round trips are well below
+			SuspicionMult:     4,                         // memberlist LAN
+			PushPullInterval:  D(15 * time.Second),       // memberlist LAN: 30s; full state converges faster
+			TCPTimeout:        D(5 * time.Second),        // memberlist LAN: 10s; bounds joins, state exchanges, direct sends
+			UDPBufferSize:     1300,                      // fits WireGuard (MTU 1420) over IPv6 without fragments
+			StateInterval:     D(500 * time.Millisecond), // health and count changes gossiped twice a second
+			ReconnectInterval: D(10 * time.Second),       // failed members and missing seeds retried
+			MaxEntries:        100_000,                   // per shared table, per node
+			HealthTTL:         D(30 * time.Second),       // a backend report not renewed for this long is dropped
+			CheckInterval:     D(time.Second),            // backend probes: a dead backend is noticed in about 2s
+			CheckTimeout:      D(time.Second),            // one probe: connect and greeting
 		},
 		Admin: &Admin{
 			Address:   "127.0.0.1:8025", // loopback: no token needed

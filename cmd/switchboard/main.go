@@ -1,10 +1,17 @@
 // Command switchboard is the routing IMAP/POP3 proxy. It takes a
 // subcommand, then flags:
 //
-//	switchboard serve -config FILE              run the proxy
-//	switchboard check -config FILE              check the configuration and exit
-//	switchboard lookup -config FILE user@domain show where a login is routed
-//	switchboard version                         print the version
+//	switchboard serve -config FILE                       run the proxy
+//	switchboard check -config FILE                       check the configuration and exit
+//	switchboard lookup -config FILE user@domain          show where a login is routed
+//	switchboard status -config FILE                      show the node, the cluster and the backends
+//	switchboard invalidate -config FILE [-kick] user     drop the cached route everywhere
+//	switchboard hold -config FILE [-ttl 10m] user        refuse the user's logins everywhere
+//	switchboard release -config FILE user                end a hold
+//	switchboard version                                  print the version
+//
+// status, invalidate, hold and release talk to the local node's admin
+// listener, found (with its token) through the [admin] table of FILE.
 //
 // FILE defaults to /etc/switchboard/switchboard.toml; docs/configuration.md
 // describes it. This package maps the configuration onto the Options of
@@ -32,14 +39,23 @@ var version = ""
 const usage = `usage: switchboard <command> [flags] [arguments]
 
 commands:
-  serve   -config FILE                   run the proxy
-  check   -config FILE                   check the configuration, print every problem
-  lookup  -config FILE [-v] user@domain   show where a login is routed
-  version                                print the version
+  serve       -config FILE                        run the proxy
+  check       -config FILE                        check the configuration, print every problem
+  lookup      -config FILE [-v] user@domain        show where a login is routed
+  status      -config FILE [-json]                 show this node, the cluster members and the backends
+  invalidate  -config FILE [-kick] user@domain     drop the user's cached route on every node;
+                                                  -kick also closes the user's sessions
+  hold        -config FILE [-ttl 10m] user@domain  refuse the user's logins on every node
+                                                  (a mailbox move); ends by itself after -ttl
+  release     -config FILE user@domain             end a hold
+  version                                         print the version
 
-FILE defaults to ` + defaultConfig + `.
+FILE defaults to ` + defaultConfig + `. status, invalidate, hold and release
+talk to the node's admin listener ([admin] address and token_file).
 Exit status: 0 success, 1 failure or usage error; lookup exits 2 for an
-unknown user.
+unknown user; invalidate, hold and release exit 3 when the request was
+carried out but not confirmed by every cluster member within a second
+(gossip delivers it shortly after).
 `
 
 func main() {
@@ -60,6 +76,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCheck(args, stdout, stderr)
 	case "lookup":
 		return runLookup(args, stdout, stderr)
+	case "status":
+		return runStatus(args, stdout, stderr)
+	case "invalidate":
+		return runInvalidate(args, stdout, stderr)
+	case "hold":
+		return runHold(args, stdout, stderr)
+	case "release":
+		return runRelease(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "switchboard %s %s\n", versionString(), runtime.Version())
 		return 0

@@ -9,17 +9,20 @@ import (
 	"syscall"
 	"time"
 
+	"switchboard/cluster"
 	"switchboard/config"
 	"switchboard/router"
 	sbtls "switchboard/tls"
 )
 
-// drainGrace is how long sessions may go on after SIGTERM before they are
-// closed with a BYE. A second SIGTERM closes them at once.
-const drainGrace = 30 * time.Second
-
 // runServe runs the proxy until SIGTERM or SIGINT. SIGHUP re-reads the
 // TLS certificates and the file map without dropping sessions.
+//
+// Start: listeners, then the backend checker and the admin listener, then
+// /healthz answers 200. SIGTERM: /healthz answers 503, the node leaves the
+// cluster, the listeners close and sessions have drain_grace to end by
+// themselves before they get a BYE (a second SIGTERM: at once); then the
+// checker, the cluster and the admin listener stop.
 func runServe(args []string) int {
 	f := newFlags("serve", "", os.Stderr)
 	if err := f.parse(args, 0); err != nil {
@@ -56,11 +59,17 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer closer.Close()
+	n, err := newNode(cfg, mapper, logger)
+	if err != nil {
+		return err
+	}
+	defer n.close()
 
+	hm := cfg.HostMap()
 	opts := &router.Options{
 		Hostname:         cfg.Hostname,
 		Mapper:           mapper,
-		Hosts:            cfg.HostMap(),
+		Hosts:            hm,
 		BackendTLS:       backendTLS,
 		TrustedNets:      cfg.TrustedNets(),
 		PreauthTimeout:   cfg.PreauthTimeout.Duration,
@@ -69,12 +78,15 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		LoginTimeout:     cfg.Backend.LoginTimeout.Duration,
 		AuthFailDelay:    cfg.AuthFailDelay.Duration,
 		MaxPreauthErrors: cfg.MaxPreauthErrors,
+		Gate:             n.gate,
+		BackendDown:      n.backendDown(),
 		Logger:           logger,
 	}
 	if serverTLS != nil {
 		opts.TLS = serverTLS.Config()
 	}
 	srv := router.New(opts)
+	n.setServer(srv)
 	for _, l := range cfg.Listen {
 		addr, err := srv.Listen(router.ListenerConfig{
 			Name:          l.Name,
@@ -90,7 +102,17 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		}
 		logger.Info("listening", "listener", l.Name, "proto", l.Protocol, "addr", addr.String(), "tls", l.TLS, "proxy_protocol", l.ProxyProtocol)
 	}
-	logger.Info("switchboard started", "version", versionString(), "config", cfg.File)
+	var probe cluster.ProbeFunc // nil: plaintext greeting
+	if backendTLS != nil {
+		probe = cluster.ProbeGreetingTLS(backendTLS)
+	}
+	n.startChecker(hm, probe)
+	if err := n.startAdmin(srv, hm); err != nil {
+		srv.Close()
+		return err
+	}
+	n.ready()
+	logger.Info("switchboard started", "version", versionString(), "config", cfg.File, "node", n.name, "clustered", n.cl != nil)
 
 	sigc := make(chan os.Signal, 4)
 	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -100,8 +122,10 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 			reload(serverTLS, mapper, logger)
 			continue
 		}
-		logger.Info("draining", "signal", sig.String(), "grace", drainGrace)
-		return drain(srv, sigc, logger)
+		grace := cfg.DrainGrace.Duration
+		logger.Info("draining", "signal", sig.String(), "grace", grace)
+		n.draining()
+		return drain(srv, sigc, grace, logger)
 	}
 	return nil
 }
@@ -124,25 +148,34 @@ func reload(serverTLS *sbtls.Server, mapper any, logger *slog.Logger) {
 	}
 }
 
-// drain stops accepting and lets sessions finish for drainGrace; a second
-// signal ends them at once.
-func drain(srv *router.Server, sigc <-chan os.Signal, logger *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(context.Background(), drainGrace)
+// drain stops accepting and lets sessions finish for grace, then closes
+// the rest with a BYE; a second signal closes them at once.
+func drain(srv *router.Server, sigc <-chan os.Signal, grace time.Duration, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	go cancelOnSignal(sigc, cancel, logger)
+	donec := make(chan struct{})
+	defer close(donec)
+	go cancelOnSignal(sigc, donec, cancel, logger)
 	srv.Shutdown(ctx)
 	logger.Info("switchboard stopped", "stats", fmt.Sprintf("%+v", srv.Stats()))
 	return nil
 }
 
-func cancelOnSignal(sigc <-chan os.Signal, cancel context.CancelFunc, logger *slog.Logger) {
-	for sig := range sigc {
-		if sig == syscall.SIGHUP {
-			continue
+// cancelOnSignal is the goroutine that cuts the drain short on a second
+// SIGTERM or SIGINT; it ends with the drain.
+func cancelOnSignal(sigc <-chan os.Signal, donec <-chan struct{}, cancel context.CancelFunc, logger *slog.Logger) {
+	for {
+		select {
+		case <-donec:
+			return
+		case sig := <-sigc:
+			if sig == syscall.SIGHUP {
+				continue
+			}
+			logger.Info("second signal: closing sessions now", "signal", sig.String())
+			cancel()
+			return
 		}
-		logger.Info("second signal: closing sessions now", "signal", sig.String())
-		cancel()
-		return
 	}
 }
 
