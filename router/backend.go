@@ -73,7 +73,10 @@ func (s *Server) connectBackend(ctx context.Context, proto, host, addr string) (
 func (s *Server) dialBackend(ctx context.Context, host, addr string) (*backendConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.dialTimeout())
 	defer cancel()
-	var d net.Dialer
+	// No TCP keepalive towards backends: parked connections are retired
+	// by age and spliced ones by the idle timeout, and the setsockopt
+	// calls are measurable per login.
+	d := net.Dialer{KeepAlive: -1}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err

@@ -39,7 +39,7 @@ type direction struct {
 	// readiness, splice(2), half-close and TCP_INFO.
 	srcTCP, dstTCP *net.TCPConn
 	w              *sockWaiter // on srcTCP
-	spliced        bool        // both ends plain TCP: splice(2)
+	spliced        bool        // both ends plain TCP: splice(2) for bulk
 	lr             io.LimitedReader
 
 	idleAt   time.Time    // when the session would be idle, re-armed from TCP_INFO
@@ -237,94 +237,70 @@ func (d *direction) pump() (int64, error) {
 	if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
 		return 0, err
 	}
-	if d.spliced {
-		return d.pumpSplice()
-	}
-	return d.pumpBuffer()
-}
-
-// pumpSplice splices exactly the bytes the kernel holds (SIOCINQ), so a
-// pipe is held only while bytes are in flight.
-func (d *direction) pumpSplice() (int64, error) {
-	dst := d.dst.(*net.TCPConn)
-	var total int64
-	for {
-		q := d.w.queued()
-		if q <= 0 {
-			m, err := d.edge()
-			total += m
-			if err != nil || m == 0 {
-				return total, err
-			}
-			continue
-		}
-		d.lr.N = int64(q)
-		m, err := dst.ReadFrom(&d.lr)
-		total += m
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-// edge handles a source with nothing queued: nothing to do (0, nil), or
-// readable anyway, which means EOF or an error, which a read reports (or
-// a byte that raced in, which is forwarded).
-func (d *direction) edge() (int64, error) {
-	if !d.w.readyNow() {
-		return 0, nil
-	}
-	var one [1]byte
-	m, err := d.src.Read(one[:])
-	if m > 0 {
-		if _, werr := d.dst.Write(one[:m]); werr != nil {
-			return 0, werr
-		}
-		return int64(m), nil
-	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return 0, err
-}
-
-// pumpBuffer copies through a pooled buffer, taken only while bytes flow.
-// It serves every direction with TLS on either side.
-func (d *direction) pumpBuffer() (int64, error) {
 	if tc, ok := d.src.(*tls.Conn); ok {
 		return d.pumpTLS(tc)
 	}
-	var total int64
+	if d.w == nil {
+		return d.pumpBlocking()
+	}
+	return d.pumpPlain()
+}
+
+// pumpPlain reads a plain TCP source without blocking and writes what it
+// got. Small bursts (most IMAP traffic) are copied through a pooled
+// buffer, which costs fewer syscalls than splice(2) and its pipe; a source
+// holding more than a buffer's worth (a large FETCH or APPEND) has the
+// rest spliced, zero-copy, when the destination is plain TCP too. Nothing
+// is held between bursts.
+func (d *direction) pumpPlain() (int64, error) {
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := *bp
+	var total int64
 	for {
-		q := -1
-		if d.w != nil {
-			q = d.w.queued()
-		}
-		if q == 0 {
-			m, err := d.edge()
-			total += m
-			if err != nil || m == 0 {
-				return total, err
-			}
-			continue
-		}
-		n, err := d.src.Read(buf)
+		n, err := d.w.tryRead(buf)
 		if n > 0 {
 			if _, werr := d.dst.Write(buf[:n]); werr != nil {
 				return total, werr
 			}
 			total += int64(n)
 		}
-		if err != nil {
-			return total, err
-		}
-		if q < 0 {
+		switch {
+		case err == errWouldBlock:
 			return total, nil
+		case err != nil:
+			return total, err
+		case n == 0:
+			return total, io.EOF
+		case n < len(buf):
+			return total, nil // drained, most likely; waitActive checks
+		}
+		if !d.spliced {
+			continue
+		}
+		if q := d.w.queued(); q > len(buf) {
+			d.lr.N = int64(q)
+			m, err := d.dst.(*net.TCPConn).ReadFrom(&d.lr)
+			total += m
+			if err != nil {
+				return total, err
+			}
 		}
 	}
+}
+
+// pumpBlocking serves a source with no readiness to ask: one blocking
+// read, bounded by the next deadline.
+func (d *direction) pumpBlocking() (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	n, err := d.src.Read(*bp)
+	if n > 0 {
+		if _, werr := d.dst.Write((*bp)[:n]); werr != nil {
+			return int64(n), werr
+		}
+	}
+	return int64(n), err
 }
 
 // pumpTLS drains what a TLS source holds: records crypto/tls has already

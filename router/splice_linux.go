@@ -1,56 +1,12 @@
 package router
 
 import (
-	"io"
-	"net"
+	"errors"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
-
-// spliceLoop moves bytes from src to dst with splice(2) until EOF (nil)
-// or an error. It waits for src to become readable first, then splices
-// exactly the bytes the kernel holds (SIOCINQ), so a pipe is only held
-// while bytes are in flight: a parked session costs no pipe, and 5000
-// idle sessions do not need 20000 pipe descriptors.
-func spliceLoop(dst, src *net.TCPConn) (int64, error) {
-	rc, err := src.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	w := newSockWaiter(rc)
-	var total int64
-	lr := &io.LimitedReader{R: src}
-	for {
-		if err := w.wait(); err != nil {
-			return total, err
-		}
-		n := w.queued()
-		if n <= 0 {
-			// Readable with nothing queued: EOF or an error, which a read
-			// reports (or a byte that raced in, which is forwarded).
-			var one [1]byte
-			m, err := src.Read(one[:])
-			if m > 0 {
-				if _, werr := dst.Write(one[:m]); werr != nil {
-					return total, werr
-				}
-				total += int64(m)
-				continue
-			}
-			if err == io.EOF {
-				return total, nil
-			}
-			return total, err
-		}
-		lr.N = int64(n)
-		m, err := dst.ReadFrom(lr)
-		total += m
-		if err != nil {
-			return total, err
-		}
-	}
-}
 
 // sockWaiter waits for a socket to become readable and tells how many
 // bytes it holds. Its callbacks are bound once, so waiting allocates
@@ -60,8 +16,42 @@ type sockWaiter struct {
 	readyFn    func(fd uintptr) bool
 	inqFn      func(fd uintptr)
 	readyNowFn func(fd uintptr)
+	readFn     func(fd uintptr)
 	n          int
 	isReady    bool
+	buf        []byte
+	err        error
+}
+
+// errWouldBlock: a non-blocking read found nothing to read.
+var errWouldBlock = errors.New("would block")
+
+// tryRead reads what the socket holds into buf without waiting: n bytes,
+// (0, nil) at EOF, or errWouldBlock.
+func (w *sockWaiter) tryRead(buf []byte) (int, error) {
+	w.buf, w.n, w.err = buf, 0, nil
+	if err := w.rc.Control(w.readFn); err != nil {
+		return 0, err
+	}
+	w.buf = nil
+	return w.n, w.err
+}
+
+func (w *sockWaiter) read(fd uintptr) {
+	for {
+		n, err := unix.Read(int(fd), w.buf)
+		switch err {
+		case nil:
+			w.n = n
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			w.err = errWouldBlock
+		default:
+			w.err = os.NewSyscallError("read", err)
+		}
+		return
+	}
 }
 
 func newSockWaiter(rc syscall.RawConn) *sockWaiter {
@@ -69,6 +59,7 @@ func newSockWaiter(rc syscall.RawConn) *sockWaiter {
 	w.readyFn = w.ready
 	w.inqFn = w.inq
 	w.readyNowFn = w.checkReady
+	w.readFn = w.read
 	return w
 }
 

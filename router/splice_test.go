@@ -26,9 +26,36 @@ func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// TestSpliceLoop checks that spliceLoop forwards every byte in order, in
-// bursts of all sizes, and returns nil at the source's EOF.
-func TestSpliceLoop(t *testing.T) {
+// testDirection returns a direction from src to dst outside any session.
+func testDirection(dst, src *net.TCPConn) *direction {
+	srv := New(&Options{})
+	sess := &session{srv: srv}
+	return newDirection(&splicer{sess: sess}, dst, src, src, dst)
+}
+
+// pumpAll runs a direction's pump and wait until the source's EOF, as
+// runDirection does, without the session around it.
+func pumpAll(dst, src *net.TCPConn) (int64, error) {
+	d := testDirection(dst, src)
+	var total int64
+	for {
+		n, err := d.pump()
+		total += n
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		if _, err := d.waitActive(); err != nil {
+			return total, err
+		}
+	}
+}
+
+// TestPump checks that a plain direction forwards every byte in order, in
+// bursts of all sizes (copied and spliced), and ends at the source's EOF.
+func TestPump(t *testing.T) {
 	inW, inR := tcpPair(t)   // writer -> spliced source
 	outW, outR := tcpPair(t) // spliced destination -> reader
 	defer inR.Close()
@@ -36,7 +63,7 @@ func TestSpliceLoop(t *testing.T) {
 	var want bytes.Buffer
 	donec := make(chan error, 1)
 	go func() {
-		_, err := spliceLoop(outW, inR)
+		_, err := pumpAll(outW, inR)
 		outW.CloseWrite()
 		donec <- err
 	}()
@@ -53,16 +80,16 @@ func TestSpliceLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := <-donec; err != nil {
-		t.Fatalf("spliceLoop: %v", err)
+		t.Fatalf("pump: %v", err)
 	}
 	if !bytes.Equal(got, want.Bytes()) {
 		t.Fatalf("forwarded %d bytes, want %d (or content differs)", len(got), want.Len())
 	}
 }
 
-// BenchmarkSpliceLoop moves 1 MiB per op through spliceLoop.
-func BenchmarkSpliceLoop(b *testing.B) {
-	benchmarkCopy(b, func(dst, src *net.TCPConn) (int64, error) { return spliceLoop(dst, src) })
+// BenchmarkPump moves 1 MiB per op through a plain direction.
+func BenchmarkPump(b *testing.B) {
+	benchmarkCopy(b, pumpAll)
 }
 
 // BenchmarkIOCopy is the same through io.Copy, which Go also splices.
