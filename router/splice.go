@@ -246,17 +246,35 @@ func (d *direction) pump() (int64, error) {
 	return d.pumpPlain()
 }
 
-// pumpPlain reads a plain TCP source without blocking and writes what it
-// got. Small bursts (most IMAP traffic) are copied through a pooled
-// buffer, which costs fewer syscalls than splice(2) and its pipe; a source
-// holding more than a buffer's worth (a large FETCH or APPEND) has the
-// rest spliced, zero-copy, when the destination is plain TCP too. Nothing
-// is held between bursts.
+// spliceMin is the burst size from which splice(2) beats a copy through a
+// buffer: below it, the pipe's extra syscalls cost more than copying a
+// few kilobytes.
+const spliceMin = 16 << 10
+
+// pumpPlain moves what a plain TCP source holds, without blocking. Small
+// bursts (most IMAP traffic) are copied through a pooled buffer, which
+// costs fewer syscalls than splice(2) and its pipe; a burst of spliceMin
+// or more (a large FETCH or APPEND) is spliced, zero-copy, when the
+// destination is plain TCP too. Nothing is held between bursts.
 func (d *direction) pumpPlain() (int64, error) {
+	var total int64
+	if d.spliced {
+		for {
+			q := d.w.queued()
+			if q < spliceMin {
+				break
+			}
+			d.lr.N = int64(q)
+			m, err := d.dst.(*net.TCPConn).ReadFrom(&d.lr)
+			total += m
+			if err != nil {
+				return total, err
+			}
+		}
+	}
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := *bp
-	var total int64
 	for {
 		n, err := d.w.tryRead(buf)
 		if n > 0 {
@@ -274,17 +292,6 @@ func (d *direction) pumpPlain() (int64, error) {
 			return total, io.EOF
 		case n < len(buf):
 			return total, nil // drained, most likely; waitActive checks
-		}
-		if !d.spliced {
-			continue
-		}
-		if q := d.w.queued(); q > len(buf) {
-			d.lr.N = int64(q)
-			m, err := d.dst.(*net.TCPConn).ReadFrom(&d.lr)
-			total += m
-			if err != nil {
-				return total, err
-			}
 		}
 	}
 }
