@@ -57,7 +57,7 @@ func newNode(cfg *config.Config, mapper route.Mapper, logger *slog.Logger) (*nod
 	if cc := cfg.Cluster; cc != nil {
 		cl, err := cluster.New(n.clusterOptions())
 		if err != nil {
-			return nil, cfg.ErrorAt("cluster", err)
+			return nil, cfg.ErrorAt("cluster.bind_addr", err)
 		}
 		n.cl, n.name, state = cl, cl.Name(), cl
 	} else {
