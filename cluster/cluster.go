@@ -40,7 +40,8 @@ type Cluster struct {
 	opts    Options
 	logger  *slog.Logger
 	ml      *memberlist.Memberlist
-	queue   *memberlist.TransmitLimitedQueue
+	queue   *memberlist.TransmitLimitedQueue // state and leave messages
+	urgent  *memberlist.TransmitLimitedQueue // invalidations and holds: sent first, more often
 	disp    *dispatcher
 	meta    []byte
 	stateIv time.Duration
@@ -124,10 +125,9 @@ func New(opts *Options) (*Cluster, error) {
 	d := &delegate{c: c}
 	mc.Delegate = d
 	mc.Events = d
-	c.queue = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return int(c.numAlive.Load()) },
-		RetransmitMult: mc.RetransmitMult,
-	}
+	numNodes := func() int { return int(c.numAlive.Load()) }
+	c.queue = &memberlist.TransmitLimitedQueue{NumNodes: numNodes, RetransmitMult: mc.RetransmitMult}
+	c.urgent = &memberlist.TransmitLimitedQueue{NumNodes: numNodes, RetransmitMult: urgentRetransmitMult * mc.RetransmitMult}
 	c.numAlive.Store(1)
 	c.disp = newDispatcher(c.opts.Handler, c.logger)
 
@@ -259,7 +259,7 @@ func (c *Cluster) publish(m *message, wait time.Duration) error {
 	raw := encodeMessage(m)
 	c.queueBroadcast(m.Kind, raw)
 	targets := c.aliveTargets()
-	if len(targets) == 0 {
+	if len(targets) == 0 || c.opts.gossipOnly {
 		return nil
 	}
 	results := make(chan error, len(targets))
@@ -341,7 +341,11 @@ func (b *broadcast) Message() []byte                       { return b.msg }
 func (b *broadcast) Finished()                             {}
 
 func (c *Cluster) queueBroadcast(kind byte, raw []byte) {
-	c.queue.QueueBroadcast(&broadcast{msg: raw})
+	if kind == kindInvalidate || kind == kindHold {
+		c.urgent.QueueBroadcast(&broadcast{msg: raw})
+	} else {
+		c.queue.QueueBroadcast(&broadcast{msg: raw})
+	}
 	c.stats.kind[kind].sentGossip.Add(1)
 }
 
@@ -359,6 +363,10 @@ func (c *Cluster) logEvent(m *message, now time.Time) {
 // receive handles a message from gossip or a direct send.
 func (c *Cluster) receive(b []byte) {
 	if c.isClosed() {
+		return
+	}
+	if messageKind(b) == kindSync {
+		c.mergeSync(b) // pushed by a node that saw this one join
 		return
 	}
 	m, err := decodeMessage(b)
@@ -712,7 +720,7 @@ func (c *Cluster) Stats() Stats {
 		Garbled:          c.stats.garbled.Load(),
 		DirectFailed:     c.stats.directFailed.Load(),
 		HandlerDropped:   c.disp.droppedCalls(),
-		QueuedBroadcasts: c.queue.NumQueued(),
+		QueuedBroadcasts: c.queue.NumQueued() + c.urgent.NumQueued(),
 		AliveMembers:     int(c.numAlive.Load()),
 	}
 	for k := 1; k < numKinds; k++ {
@@ -816,8 +824,10 @@ func (c *Cluster) runTicker() {
 				c.sweep(now)
 				lastSweep = now
 			}
-			if c.queue.NumQueued() > maxQueuedBroadcasts {
-				c.queue.Prune(maxQueuedBroadcasts) // panics on a queue never used
+			for _, q := range []*memberlist.TransmitLimitedQueue{c.queue, c.urgent} {
+				if q.NumQueued() > maxQueuedBroadcasts {
+					q.Prune(maxQueuedBroadcasts) // panics on a queue never used
+				}
 			}
 		}
 	}
@@ -975,9 +985,13 @@ func (c *Cluster) requestSync(name string) {
 	}
 }
 
-// runSyncer is the goroutine that exchanges full state with nodes that
-// just joined or came back, so their session counts, holds and missed
-// invalidations converge without waiting for the periodic push/pull.
+// runSyncer is the goroutine that pushes this node's sync payload (holds,
+// recent invalidations, own full state) to nodes that just joined or came
+// back, so their session counts, holds and missed invalidations converge
+// without waiting for the periodic push/pull. Both sides of a join push
+// to each other, over one TCP message each: unlike a memberlist push/pull
+// this carries no membership list, so a node joining a large cluster costs
+// each member one small message.
 func (c *Cluster) runSyncer() {
 	defer c.wg.Done()
 	for {
@@ -999,17 +1013,19 @@ func (c *Cluster) runSyncer() {
 			}
 			c.mu.Lock()
 			m := c.members[name]
-			var addr string
+			var to *memberlist.Node
 			if m != nil && m.State == StateAlive {
-				addr = name + "/" + m.Addr.String()
+				to = &memberlist.Node{Name: name, Addr: net.IP(m.Addr.Addr().AsSlice()), Port: m.Addr.Port()}
 			}
 			c.mu.Unlock()
-			if addr == "" {
+			if to == nil {
 				continue
 			}
-			if _, err := c.ml.Join([]string{addr}); err != nil {
-				c.logger.Debug("cluster state sync failed", "peer", name, "err", err)
+			if err := c.ml.SendReliable(to, c.syncPayload()); err != nil {
+				c.logger.Debug("cluster state push failed", "peer", name, "err", err)
+				continue
 			}
+			c.stats.kind[kindSync].sentDirect.Add(1)
 		}
 	}
 }
@@ -1031,13 +1047,26 @@ func (d *delegate) NotifyMsg(b []byte) { d.c.receive(b) }
 
 // GetBroadcasts implements memberlist.Delegate.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.c.queue.GetBroadcasts(overhead, limit)
+	out := d.c.urgent.GetBroadcasts(overhead, limit)
+	for _, b := range out {
+		limit -= overhead + len(b)
+	}
+	if limit > overhead {
+		out = append(out, d.c.queue.GetBroadcasts(overhead, limit)...)
+	}
+	return out
 }
 
 // LocalState implements memberlist.Delegate: current holds, recent
 // invalidations and this node's full state.
 func (d *delegate) LocalState(join bool) []byte {
-	c := d.c
+	d.c.stats.kind[kindSync].sentDirect.Add(1)
+	return d.c.syncPayload()
+}
+
+// syncPayload encodes current holds, recent invalidations and this node's
+// full state.
+func (c *Cluster) syncPayload() []byte {
 	now := time.Now()
 	c.mu.Lock()
 	p := &syncPayload{Holds: c.holds.records(now)}
@@ -1053,16 +1082,19 @@ func (d *delegate) LocalState(join bool) []byte {
 	snap := c.tabs.snapshot(&c.local, now, max(budget, 0))
 	p.Snap = &message{Kind: kindState, Origin: c.name, Boot: c.boot, Seq: c.nextSeq(), State: snap}
 	c.mu.Unlock()
-	c.stats.kind[kindSync].sentDirect.Add(1)
 	return encodeSync(p)
 }
 
 // MergeRemoteState implements memberlist.Delegate.
 func (d *delegate) MergeRemoteState(b []byte, join bool) {
-	c := d.c
-	if c.isClosed() {
-		return
+	if !d.c.isClosed() {
+		d.c.mergeSync(b)
 	}
+}
+
+// mergeSync applies another node's sync payload: its holds, its recent
+// invalidations and its own full state.
+func (c *Cluster) mergeSync(b []byte) {
 	p, err := decodeSync(b)
 	if err != nil {
 		c.stats.garbled.Add(1)
@@ -1117,10 +1149,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	} else {
 		c.logger.Info("cluster member joined", "member", n.Name, "addr", addr, "members", alive)
 	}
-	// One side of each pair initiates the full exchange.
-	if c.name < n.Name {
-		c.requestSync(n.Name)
-	}
+	c.requestSync(n.Name)
 }
 
 // NotifyLeave implements memberlist.EventDelegate.

@@ -339,16 +339,13 @@ func TestThreeNodes(t *testing.T) {
 		nodes[1].SetBackendHealth("imap1", true)
 		eventually(t, 2*time.Second, func() bool {
 			for _, n := range nodes {
-				if n.BackendDown("imap1") {
+				h := n.Health()
+				if n.BackendDown("imap1") || !h["n1"]["imap1"] || !h["n2"]["imap1"] {
 					return false
 				}
 			}
 			return true
 		}, "imap1 still down somewhere")
-		h := nodes[2].Health()
-		if up, ok := h["n1"]["imap1"]; !ok || !up {
-			t.Errorf("Health()[n1][imap1] = %v, %v", up, ok)
-		}
 	})
 
 	t.Run("Counters", func(t *testing.T) {
@@ -421,6 +418,43 @@ func TestThreeNodes(t *testing.T) {
 	if st.Messages["invalidate"].SentDirect == 0 || st.Messages["state"].Received == 0 {
 		t.Errorf("stats not counting: %+v", st)
 	}
+}
+
+func TestGossipOnlyConverges(t *testing.T) {
+	// The safety net alone: no direct sends, so invalidations and holds
+	// travel only by gossip, relayed by every node that learns them.
+	keys := []Key{newKey(t)}
+	var nodes []*testNode
+	for i := range 5 {
+		var peers []string
+		if i > 0 {
+			peers = []string{nodes[0].addr()}
+		}
+		rec := &recorder{}
+		o := fastOptions(t, fmt.Sprintf("g%d", i+1), loopbackIP(), 0, keys, peers, rec)
+		o.gossipOnly = true
+		c, err := New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Shutdown() })
+		nodes = append(nodes, &testNode{Cluster: c, rec: rec, ip: o.BindAddr, port: int(c.ml.LocalNode().Port)})
+	}
+	waitAlive(t, nodes, 5)
+	if err := nodes[4].Invalidate("henry", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[3].Hold("ivy", true, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, func() bool {
+		for _, n := range nodes {
+			if n.rec.count("kick henry") != 1 || !n.Held("ivy") {
+				return false
+			}
+		}
+		return true
+	}, "gossip alone did not reach every node within 1 s")
 }
 
 func TestWrongKeyCannotJoin(t *testing.T) {
