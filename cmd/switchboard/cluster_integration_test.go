@@ -580,6 +580,7 @@ token_file = "admin.token"
 		if !strings.HasPrefix(a, "a NO [UNAVAILABLE]") || el > time.Second {
 			t.Errorf("login to a down backend: %q after %v", a, el)
 		}
+		t.Logf("login routed to the down backend answered %q after %v", a, el.Round(time.Millisecond))
 	})
 
 	t.Run("metrics and healthz", func(t *testing.T) {
