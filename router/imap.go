@@ -63,11 +63,12 @@ func (sess *session) imapLogin() *backendConn {
 		if err != nil {
 			var pe *imap.ParseError
 			if !errors.As(err, &pe) {
-				if sess.readFailed(err) == OutcomeTimeout {
-					sess.write([]byte(imapByeTimeout))
-				} else if reason := sess.kickReason(); reason != "" {
+				if reason := sess.kickReason(); reason != "" {
+					// A kick or a drain shows up as a read deadline.
 					sess.write([]byte("* BYE " + reason + "\r\n"))
-					sess.outcome = OutcomeKicked
+					sess.kickedOutcome(reason)
+				} else if sess.readFailed(err) == OutcomeTimeout {
+					sess.write([]byte(imapByeTimeout))
 				}
 				return nil
 			}
@@ -105,7 +106,6 @@ func (sess *session) imapLogin() *backendConn {
 			}
 			r.R = sess.br
 		case "LOGIN", "AUTHENTICATE":
-			t0 := time.Now()
 			cr, done := sess.imapCreds(cmd)
 			if done {
 				return nil
@@ -113,6 +113,7 @@ func (sess *session) imapLogin() *backendConn {
 			if cr == nil {
 				continue
 			}
+			t0 := time.Now() // the failure delay counts from the credentials
 			b, answer, err := sess.route(cr, sess.imapBackendLogin(tag))
 			if err == nil {
 				if err := sess.writeAnswer(answer); err != nil {

@@ -886,6 +886,8 @@ func TestShutdownDrains(t *testing.T) {
 	r.line()
 	r.send("a LOGIN " + alice.Mail + " {" + fmt.Sprint(len(alice.Password)) + "+}\r\n" + alice.Password + "\r\n")
 	r.until("a OK")
+	pre := newRaw(t, dial(t, a.String(), "")) // not logged in yet
+	pre.line()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != context.DeadlineExceeded {
@@ -893,6 +895,9 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	if l := r.until("* BYE"); !strings.Contains(l, "shutting down") {
 		t.Fatalf("drain: %q", l)
+	}
+	if l := pre.until("* BYE"); !strings.Contains(l, "shutting down") {
+		t.Fatalf("drain before login: %q", l)
 	}
 	if _, err := net.DialTimeout("tcp", a.String(), time.Second); err == nil {
 		t.Fatal("listener still accepting after Shutdown")

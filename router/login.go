@@ -71,6 +71,7 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 	srv := sess.srv
 	user := cr.mailbox()
 	sess.user = user
+	sess.bhost, sess.baddr = "", "" // not an earlier attempt's
 	if g := srv.opts.Gate; g != nil {
 		l := &Login{User: user, Protocol: sess.l.cfg.Protocol, Client: sess.client}
 		if err := g.Admit(srv.ctx, l); err != nil {
@@ -189,6 +190,7 @@ func (sess *session) loginFailed(err error) Outcome {
 		sess.srv.stats.LoginFailed.Add(1)
 	}
 	sess.outcome = o
+	sess.lastFail = o
 	sess.errMsg = err.Error()
 	if g := sess.srv.opts.Gate; g != nil {
 		g.Done(&Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, o)

@@ -49,10 +49,12 @@ func (sess *session) pop3Login() *backendConn {
 		if err != nil {
 			var pe *pop3.ParseError
 			if !errors.As(err, &pe) {
-				if sess.readFailed(err) == OutcomeTimeout {
+				if reason := sess.kickReason(); reason != "" {
+					// A kick or a drain shows up as a read deadline.
+					sess.write([]byte("-ERR [SYS/TEMP] " + reason + "\r\n"))
+					sess.kickedOutcome(reason)
+				} else if sess.readFailed(err) == OutcomeTimeout {
 					sess.write([]byte("-ERR Disconnected for inactivity.\r\n"))
-				} else if sess.kickReason() != "" {
-					sess.outcome = OutcomeKicked
 				}
 				return nil
 			}
@@ -147,6 +149,7 @@ func (sess *session) pop3Login() *backendConn {
 		}
 		authFails++
 		if authFails >= sess.srv.opts.maxErrors() {
+			sess.write([]byte("-ERR Too many failed logins.\r\n"))
 			return nil
 		}
 	}
@@ -275,6 +278,9 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 			return nil, &transportError{err}
 		}
 		sess.srv.caps.put(b.addr, caps)
+		if !hasCap(caps, "XCLIENT") && !bytes.Contains(greeting, []byte("[XCLIENT]")) {
+			sess.srv.log.Warn("backend does not offer XCLIENT: the client address is not forwarded; list the proxy in its login_trusted_networks", "backend", b.addr)
+		}
 	}
 	// Dovecot announces XCLIENT to trusted peers in its greeting
 	// ("+OK [XCLIENT] …"), not in CAPA.
@@ -380,6 +386,10 @@ func (sess *session) pop3Exchange(b *backendConn, cmd []byte, name string) error
 // pop3Refusal classifies a backend's -ERR to a login.
 func pop3Refusal(line []byte) error {
 	text := bytes.TrimPrefix(line, []byte("-ERR"))
+	if bytes.Contains(text, []byte("Plaintext authentication disallowed")) {
+		// Not the user's fault: the backend does not trust the proxy.
+		return unavailable("backend refuses plaintext logins from the proxy: list the proxy in its login_trusted_networks or use TLS to it (%s)", truncate(line))
+	}
 	switch code := respCode(text); {
 	case code == "", code == "AUTH":
 		return errAuthFailed

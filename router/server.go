@@ -417,7 +417,8 @@ type SessionInfo struct {
 	User     string
 	Protocol string
 	Client   string
-	Backend  string
+	Backend  string // the address dialled
+	Host     string // the host value it came from ("mx1")
 	TLS      bool
 	Since    time.Time
 }
@@ -453,7 +454,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, sess := range all {
-		sess.kick("Server shutting down, please reconnect.")
+		sess.kick(shutdownReason)
 	}
 	s.cancel()
 	<-done

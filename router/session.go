@@ -34,8 +34,11 @@ const (
 	OutcomeTLSFailed     Outcome = "tls_failed"
 	OutcomeProxyRefused  Outcome = "proxy_refused" // PROXY header missing, bad, or from an untrusted peer
 	OutcomeKicked        Outcome = "kicked"
-	OutcomeShutdown      Outcome = "shutdown"
+	OutcomeShutdown      Outcome = "shutdown" // closed by a drain
 )
+
+// shutdownReason is the BYE text of a drain's end.
+const shutdownReason = "Server shutting down, please reconnect."
 
 // bufSize is the size of a client's read buffer before login, and so the
 // longest command line accepted.
@@ -65,6 +68,7 @@ type session struct {
 	errMsg   string
 	in, out  int64
 	nerrors  int
+	lastFail Outcome // the last failed login's outcome, if any
 
 	mu      sync.Mutex
 	backend *backendConn // once logged in
@@ -177,8 +181,13 @@ func (sess *session) finish() {
 		readerPool.Put(sess.br)
 		sess.br = nil
 	}
-	if sess.outcome == "" {
+	if sess.outcome == "" || (sess.outcome == OutcomeClientQuit && sess.lastFail != "") {
+		// A client that gave up after a failed login is logged with that
+		// failure, not as an ordinary quit.
 		sess.outcome = OutcomeClientQuit
+		if sess.lastFail != "" {
+			sess.outcome = sess.lastFail
+		}
 	}
 	if b != nil {
 		if g := sess.srv.opts.Gate; g != nil {
@@ -207,6 +216,15 @@ func (sess *session) finish() {
 	sess.srv.log.Info("session", attrs...)
 }
 
+// kickedOutcome records a session ended by a kick, or by a drain.
+func (sess *session) kickedOutcome(reason string) {
+	if reason == shutdownReason {
+		sess.outcome = OutcomeShutdown
+	} else {
+		sess.outcome = OutcomeKicked
+	}
+}
+
 // fail records how the session ended. err, if any, is logged; it must never
 // hold a password.
 func (sess *session) fail(o Outcome, err error) {
@@ -222,7 +240,7 @@ func (sess *session) fail(o Outcome, err error) {
 func (sess *session) info() SessionInfo {
 	return SessionInfo{
 		ID: sess.id, User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client.String(),
-		Backend: sess.baddr, TLS: sess.isTLS, Since: sess.start,
+		Backend: sess.baddr, Host: sess.bhost, TLS: sess.isTLS, Since: sess.start,
 	}
 }
 

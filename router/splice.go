@@ -397,7 +397,7 @@ func (sp *splicer) finished() {
 	sess.srv.stats.BytesOut.Add(uint64(sp.down.n))
 	sess.outcome = OutcomeOK
 	if reason := sess.kickReason(); reason != "" {
-		sess.outcome = OutcomeKicked
+		sess.kickedOutcome(reason)
 		if sess.l.cfg.Protocol == "imap" {
 			if sess.conn.SetWriteDeadline(time.Now().Add(byeWriteTimeout)) == nil {
 				sess.conn.Write([]byte("* BYE [UNAVAILABLE] " + reason + "\r\n"))
