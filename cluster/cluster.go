@@ -60,6 +60,9 @@ type Cluster struct {
 	members map[string]*Member
 	leaving map[string]time.Time // leave announcements by node name
 
+	directSem chan struct{} // bounds direct sends in flight, all messages together
+	chunk     int           // largest state message that fits a gossip packet
+
 	syncMu  sync.Mutex
 	syncSet map[string]bool // nodes to push/pull with
 	syncc   chan struct{}
@@ -89,15 +92,16 @@ type counters struct {
 // usable immediately, as a cluster of one until the join succeeds.
 func New(opts *Options) (*Cluster, error) {
 	c := &Cluster{
-		opts:    *opts,
-		boot:    uint64(time.Now().UnixNano()),
-		peers:   make(map[string]*peerState),
-		members: make(map[string]*Member),
-		leaving: make(map[string]time.Time),
-		syncSet: make(map[string]bool),
-		syncc:   make(chan struct{}, 1),
-		donec:   make(chan struct{}),
-		local:   newLocalState(),
+		opts:      *opts,
+		boot:      uint64(time.Now().UnixNano()),
+		peers:     make(map[string]*peerState),
+		members:   make(map[string]*Member),
+		leaving:   make(map[string]time.Time),
+		syncSet:   make(map[string]bool),
+		syncc:     make(chan struct{}, 1),
+		directSem: make(chan struct{}, maxDirectInFlight),
+		donec:     make(chan struct{}),
+		local:     newLocalState(),
 	}
 	c.opts.Peers = slices.Clone(opts.Peers)
 	c.opts.Keys = slices.Clone(opts.Keys)
@@ -121,6 +125,16 @@ func New(opts *Options) (*Cluster, error) {
 	mc, err := c.opts.memberlistConfig(name, c.logger)
 	if err != nil {
 		return nil, err
+	}
+	// Room for one message in a gossip packet: memberlist's compound
+	// header, the label header, encryption, and per-message overheads.
+	room := mc.UDPBufferSize - 2 - (2 + len(mc.Label)) - 3
+	if mc.Keyring != nil {
+		room -= 1 + 12 + 16 // version, nonce, GCM tag
+	}
+	c.chunk = min(maxBroadcast, room)
+	if c.chunk < minBroadcast {
+		return nil, fmt.Errorf("cluster: udp buffer size %d leaves %d bytes per message, need %d (shorter label or larger buffer)", mc.UDPBufferSize, room, minBroadcast)
 	}
 	d := &delegate{c: c}
 	mc.Delegate = d
@@ -166,6 +180,12 @@ func (c *Cluster) goTracked(f func()) bool {
 	c.wg.Add(1)
 	go f()
 	return true
+}
+
+func (c *Cluster) hasLeft() bool {
+	c.lifeMu.RLock()
+	defer c.lifeMu.RUnlock()
+	return c.left
 }
 
 func (c *Cluster) isClosed() bool {
@@ -263,18 +283,28 @@ func (c *Cluster) publish(m *message, wait time.Duration) error {
 		return nil
 	}
 	results := make(chan error, len(targets))
-	sem := make(chan struct{}, directParallel)
-	started := 0
+	started, skipped := 0, 0
 	for _, t := range targets {
-		s := &directSend{c: c, to: t, msg: raw, kind: m.Kind, sem: sem, results: results}
+		select {
+		case c.directSem <- struct{}{}:
+		default:
+			skipped++ // too many sends in flight (unreachable members): gossip covers
+			continue
+		}
+		s := &directSend{c: c, to: t, msg: raw, kind: m.Kind, results: results}
 		if !c.goTracked(s.run) {
-			break
+			<-c.directSem
+			return ErrClosed
 		}
 		started++
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	var failed []error
+	if skipped > 0 {
+		c.stats.directFailed.Add(uint64(skipped))
+		failed = append(failed, fmt.Errorf("%d member(s) skipped: %d direct sends in flight", skipped, cap(c.directSem)))
+	}
 	for done := 0; done < started; done++ {
 		select {
 		case err := <-results:
@@ -285,9 +315,6 @@ func (c *Cluster) publish(m *message, wait time.Duration) error {
 			failed = append(failed, fmt.Errorf("%d member(s) not confirmed within %v", started-done, wait))
 			done = started
 		}
-	}
-	if started < len(targets) {
-		return ErrClosed
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("%w: %w", ErrNotDelivered, errors.Join(failed...))
@@ -301,15 +328,13 @@ type directSend struct {
 	to      memberlist.Node
 	msg     []byte
 	kind    byte
-	sem     chan struct{}
 	results chan<- error
 }
 
 // run is the goroutine of a direct send.
 func (s *directSend) run() {
 	defer s.c.wg.Done()
-	s.sem <- struct{}{}
-	defer func() { <-s.sem }()
+	defer func() { <-s.c.directSem }()
 	err := s.c.ml.SendReliable(&s.to, s.msg)
 	if err != nil {
 		s.c.stats.directFailed.Add(1)
@@ -836,7 +861,7 @@ func (c *Cluster) runTicker() {
 // flushState gossips this node's state changes.
 func (c *Cluster) flushState(now time.Time) {
 	c.mu.Lock()
-	recs := c.tabs.deltas(&c.local, c.name, now, c.opts.healthTTL()/3)
+	recs := c.tabs.deltas(&c.local, c.name, now, c.opts.healthTTL()/3, c.chunk)
 	// Sequence numbers are taken under mu so that a snapshot (LocalState)
 	// and deltas are ordered the same way as the changes they carry.
 	msgs := make([]*message, len(recs))
@@ -903,6 +928,9 @@ func (c *Cluster) runJoiner() {
 	maxBackoff := c.opts.reconnectInterval()
 	warned := false
 	for {
+		if c.hasLeft() {
+			return // after Leave only Shutdown remains
+		}
 		alone := c.numAlive.Load() <= 1
 		targets := c.joinTargets(alone)
 		joined := 0
@@ -1163,7 +1191,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 		c.members[n.Name] = m
 	}
 	m.State = StateDead
-	if _, ok := c.leaving[n.Name]; ok {
+	if _, ok := c.leaving[n.Name]; ok || n.Name == c.name {
 		m.State = StateLeft
 	}
 	m.Since = now

@@ -505,6 +505,7 @@ func TestNewValidation(t *testing.T) {
 		{"short key", func(o *Options) { o.Keys = []Key{make([]byte, 10)} }, "key 1 is 10 bytes"},
 		{"big meta", func(o *Options) { o.Meta = map[string]string{"x": strings.Repeat("y", 600)} }, "meta is"},
 		{"bad name", func(o *Options) { o.NodeName = "a/b" }, "bad node name"},
+		{"tiny packets", func(o *Options) { o.UDPBufferSize = 600 }, "bytes per message"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

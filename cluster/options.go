@@ -62,8 +62,9 @@ const (
 	urgentRetransmitMult = 3
 	// maxHandlerQueue bounds callbacks waiting for the Handler.
 	maxHandlerQueue = 65536
-	// directParallel bounds concurrent direct sends of one message.
-	directParallel = 64
+	// maxDirectInFlight bounds direct sends in flight; beyond it members
+	// are left to gossip (it only fills up when members are unreachable).
+	maxDirectInFlight = 1024
 	// metaMaxSize is memberlist.MetaMaxSize.
 	metaMaxSize = memberlist.MetaMaxSize
 )

@@ -264,19 +264,20 @@ func (t *tables) sweepLocal(l *localState, now time.Time, healthTTL time.Duratio
 
 // chunker splits state records into messages of about maxBroadcast bytes.
 type chunker struct {
+	limit    int // message size
 	overhead int // header size estimate
 	size     int
 	cur      *stateRecord
 	out      []*stateRecord
 }
 
-func newChunker(origin string) *chunker {
+func newChunker(origin string, limit int) *chunker {
 	// version, kind, origin, boot, seq, flags, four counts.
-	return &chunker{overhead: 2 + 2 + len(origin) + 8 + 10 + 1 + 4*3}
+	return &chunker{limit: limit, overhead: 2 + 2 + len(origin) + 8 + 10 + 1 + 4*3}
 }
 
 func (c *chunker) room(n int) *stateRecord {
-	if c.cur == nil || c.size+n > maxBroadcast {
+	if c.cur == nil || c.size+n > c.limit {
 		c.cur = &stateRecord{}
 		c.out = append(c.out, c.cur)
 		c.size = c.overhead
@@ -305,10 +306,10 @@ func (c *chunker) userFail(r userFailRecord) {
 	s.UserFails = append(s.UserFails, r)
 }
 
-// deltas collects this node's changes since the last call, in messages
-// small enough for gossip. All health is included every refresh.
-func (t *tables) deltas(l *localState, origin string, now time.Time, refresh time.Duration) []*stateRecord {
-	ch := newChunker(origin)
+// deltas collects this node's changes since the last call, in messages of
+// at most limit bytes. All health is included every refresh.
+func (t *tables) deltas(l *localState, origin string, now time.Time, refresh time.Duration, limit int) []*stateRecord {
+	ch := newChunker(origin, limit)
 	if l.dirtyHealth || now.Sub(l.lastHealth) >= refresh {
 		for b, h := range l.health {
 			ch.health(healthRecord{Backend: b, Up: h.up})

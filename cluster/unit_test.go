@@ -151,7 +151,7 @@ func TestChunker(t *testing.T) {
 		l.sessions[k] = 1
 		l.dirtySess[k] = struct{}{}
 	}
-	recs := tb.deltas(&l, "node-with-a-name", time.Now(), time.Minute)
+	recs := tb.deltas(&l, "node-with-a-name", time.Now(), time.Minute, maxBroadcast)
 	n := 0
 	for _, r := range recs {
 		b := encodeMessage(&message{Kind: kindState, Origin: "node-with-a-name", Boot: math.MaxUint64, Seq: math.MaxUint64, State: r})
@@ -163,7 +163,7 @@ func TestChunker(t *testing.T) {
 	if n != 500 || len(recs) < 2 {
 		t.Errorf("%d sessions in %d chunks", n, len(recs))
 	}
-	if again := tb.deltas(&l, "n", time.Now(), time.Minute); len(again) != 0 {
+	if again := tb.deltas(&l, "n", time.Now(), time.Minute, maxBroadcast); len(again) != 0 {
 		t.Errorf("deltas not cleared: %d", len(again))
 	}
 }

@@ -55,6 +55,7 @@ const (
 	maxMsgBytes   = 64 << 10 // any single gossip or direct message
 	maxSyncBytes  = 16 << 20 // a push/pull payload
 	maxBroadcast  = 1024     // target size of one gossip broadcast (fits a 1300 B packet)
+	minBroadcast  = 600      // smallest room per gossip message New accepts; fits any event
 	maxSyncEvents = 1024     // event log entries carried in a sync
 )
 

@@ -84,6 +84,19 @@ func TestSyncRoundTrip(t *testing.T) {
 	}
 }
 
+func TestLargestEventFitsGossip(t *testing.T) {
+	name := strings.Repeat("n", maxNameLen)
+	user := strings.Repeat("u", maxUserLen)
+	for _, m := range []*message{
+		{Kind: kindInvalidate, Origin: name, Boot: math.MaxUint64, Seq: math.MaxUint64, User: user, Kick: true, Age: time.Duration(maxAgeMillis) * time.Millisecond},
+		{Kind: kindHold, Origin: name, Boot: math.MaxUint64, Seq: math.MaxUint64, Hold: holdRecord{User: user, Held: true, TTL: maxHoldTTL, Lamport: math.MaxUint64, Writer: name}},
+	} {
+		if n := len(encodeMessage(m)); n > minBroadcast {
+			t.Errorf("largest %s is %d bytes, over %d", kindNames[m.Kind], n, minBroadcast)
+		}
+	}
+}
+
 func TestDecodeRefuses(t *testing.T) {
 	inv := encodeMessage(sampleMessages()[0])
 	state := encodeMessage(sampleMessages()[4])
