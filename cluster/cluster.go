@@ -64,7 +64,7 @@ type Cluster struct {
 	chunk     int           // largest state message that fits a gossip packet
 
 	syncMu  sync.Mutex
-	syncSet map[string]bool // nodes to push/pull with
+	syncSet map[string]bool // nodes to push this node's state to
 	syncc   chan struct{}
 
 	lifeMu sync.RWMutex // guards closed and wg.Add against Shutdown
@@ -338,7 +338,9 @@ func (s *directSend) run() {
 	err := s.c.ml.SendReliable(&s.to, s.msg)
 	if err != nil {
 		s.c.stats.directFailed.Add(1)
-		s.c.logger.Warn("cluster direct send failed", "to", s.to.Name, "type", kindNames[s.kind], "err", err)
+		// Debug only: the caller gets the error, and during a partition
+		// every message would log it again.
+		s.c.logger.Debug("cluster direct send failed", "to", s.to.Name, "type", kindNames[s.kind], "err", err)
 		err = fmt.Errorf("%s: %w", s.to.Name, err)
 	} else {
 		s.c.stats.kind[s.kind].sentDirect.Add(1)
@@ -989,6 +991,9 @@ func (c *Cluster) joinTargets(alone bool) []string {
 	var out []string
 	for _, p := range c.opts.Peers {
 		ap, err := netip.ParseAddrPort(p)
+		if a, aerr := netip.ParseAddr(strings.Trim(p, "[]")); err != nil && aerr == nil {
+			ap, err = netip.AddrPortFrom(a, self.Port()), nil // port defaults to ours
+		}
 		if err == nil {
 			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 			if ap == self || (alive[ap] && !alone) {

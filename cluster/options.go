@@ -97,10 +97,13 @@ type Options struct {
 	AdvertiseAddr string
 	AdvertisePort int
 
-	// Peers are seed addresses, "host:port" (port defaults to 7946). New
-	// joins every reachable one in the background; if none is reachable
-	// the node keeps serving alone and retries with backoff. Empty means a
-	// cluster of one until others join this node.
+	// Peers are seed addresses, "ip:port" or "host:port" (the port
+	// defaults to BindPort); listing this node too is fine. New joins every
+	// reachable one in the background; if none is reachable the node keeps
+	// serving alone and retries with backoff. Later, seeds that are not
+	// members are retried every ReconnectInterval (so prefer IP addresses:
+	// a host name cannot be matched to a member and is re-joined each
+	// time). Empty means a cluster of one until others join this node.
 	Peers []string
 
 	// Keys is the keyring: every key is accepted for decryption and the
