@@ -116,12 +116,13 @@ func (sess *session) imapLogin() *backendConn {
 			t0 := time.Now() // the failure delay counts from the credentials
 			b, answer, err := sess.route(cr, sess.imapBackendLogin(tag))
 			if err == nil {
+				// Count the session before the client can see it, so a
+				// second login racing in is judged with it counted.
+				sess.loggedIn(b, t0)
 				if err := sess.writeAnswer(answer); err != nil {
-					b.Close()
 					sess.readFailed(err)
 					return nil
 				}
-				sess.loggedIn(b, t0)
 				return b
 			}
 			if !sess.imapLoginFailed(tag, t0, err) {

@@ -136,12 +136,13 @@ func (sess *session) pop3Login() *backendConn {
 		t0 := time.Now()
 		b, answer, err := sess.route(cr, sess.pop3BackendLogin)
 		if err == nil {
+			// Count the session before the client can see it, so a second
+			// login racing in is judged with it counted.
+			sess.loggedIn(b, t0)
 			if err := sess.writeAnswer(answer); err != nil {
-				b.Close()
 				sess.readFailed(err)
 				return nil
 			}
-			sess.loggedIn(b, t0)
 			return b
 		}
 		if !sess.pop3LoginFailed(t0, err) {
