@@ -213,26 +213,16 @@ func (sess *session) imapCreds(cmd *imap.Command) (cr *creds, done bool) {
 	if len(cmd.Args) > 1 {
 		resp = cmd.Args[1]
 	} else {
-		if err := sess.write([]byte("+ \r\n")); err != nil {
-			sess.readFailed(err)
-			return nil, true
-		}
-		if err := sess.readDeadline(); err != nil {
-			sess.readFailed(err)
-			return nil, true
-		}
-		line, err := wire.ReadLine(sess.br)
-		if err == wire.ErrLineTooLong {
+		var err error
+		switch resp, err = sess.saslContinue(); {
+		case err == wire.ErrLineTooLong:
 			return nil, !sess.imapBad(&imap.ParseError{Tag: tag, Code: "TOOBIG", Text: "Response too long.", Fatal: true})
-		}
-		if err != nil {
+		case err == errSASLCancelled:
+			return nil, !sess.imapBad(&imap.ParseError{Tag: tag, Text: "Authentication cancelled."})
+		case err != nil:
 			sess.readFailed(err)
 			return nil, true
 		}
-		if string(line) == "*" {
-			return nil, !sess.imapBad(&imap.ParseError{Tag: tag, Text: "Authentication cancelled."})
-		}
-		resp = string(line)
 	}
 	cr, err := decodePlain(resp)
 	if err != nil {
@@ -249,7 +239,7 @@ func (sess *session) imapLoginFailed(tag string, t0 time.Time, err error) bool {
 	var bn *backendNo
 	switch o := sess.loginFailed(err); {
 	case errors.As(err, &r):
-		sleepFor(sess, r.Delay)
+		sess.sleep(r.Delay)
 		code := r.Code
 		if code == "" {
 			code = "UNAVAILABLE"
@@ -269,18 +259,6 @@ func (sess *session) imapLoginFailed(tag string, t0 time.Time, err error) bool {
 		return false
 	}
 	return true
-}
-
-func sleepFor(sess *session, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-sess.srv.ctx.Done():
-	}
 }
 
 // imapBackendLogin returns the login function for an IMAP backend whose

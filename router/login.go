@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"switchboard/route"
+	"switchboard/router/internal/wire"
 )
 
 // creds are what a client logged in with. They never reach a log.
@@ -147,7 +148,11 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 // failDelay waits until AuthFailDelay after t0, so every failed login is
 // answered after the same time whatever failed.
 func (sess *session) failDelay(t0 time.Time) {
-	d := sess.srv.opts.authFailDelay() - time.Since(t0)
+	sess.sleep(sess.srv.opts.authFailDelay() - time.Since(t0))
+}
+
+// sleep waits for d, or until the server closes.
+func (sess *session) sleep(d time.Duration) {
 	if d <= 0 {
 		return
 	}
@@ -157,6 +162,30 @@ func (sess *session) failDelay(t0 time.Time) {
 	case <-t.C:
 	case <-sess.srv.ctx.Done():
 	}
+}
+
+// errSASLCancelled: the client answered a SASL challenge with "*".
+var errSASLCancelled = errors.New("SASL exchange cancelled")
+
+// saslContinue sends an empty SASL challenge ("+ ", the same in IMAP and
+// POP3) and reads the client's response line. It returns
+// wire.ErrLineTooLong for an over-long response and errSASLCancelled for
+// "*".
+func (sess *session) saslContinue() (string, error) {
+	if err := sess.write([]byte("+ \r\n")); err != nil {
+		return "", err
+	}
+	if err := sess.readDeadline(); err != nil {
+		return "", err
+	}
+	line, err := wire.ReadLine(sess.br)
+	if err != nil {
+		return "", err
+	}
+	if string(line) == "*" {
+		return "", errSASLCancelled
+	}
+	return string(line), nil
 }
 
 // loggedIn files the session under its user, records the backend and

@@ -204,26 +204,16 @@ func (sess *session) pop3Auth(cmd *pop3.Command) (cr *creds, done bool) {
 	if len(cmd.Args) > 1 {
 		resp = cmd.Args[1]
 	} else {
-		if err := sess.write([]byte("+ \r\n")); err != nil {
-			sess.readFailed(err)
-			return nil, true
-		}
-		if err := sess.readDeadline(); err != nil {
-			sess.readFailed(err)
-			return nil, true
-		}
-		line, err := wire.ReadLine(sess.br)
-		if err == wire.ErrLineTooLong {
+		var err error
+		switch resp, err = sess.saslContinue(); {
+		case err == wire.ErrLineTooLong:
 			return nil, !sess.pop3Bad("Response too long.", true)
-		}
-		if err != nil {
+		case err == errSASLCancelled:
+			return nil, !sess.pop3Bad("Authentication cancelled.", false)
+		case err != nil:
 			sess.readFailed(err)
 			return nil, true
 		}
-		if string(line) == "*" {
-			return nil, !sess.pop3Bad("Authentication cancelled.", false)
-		}
-		resp = string(line)
 	}
 	cr, err := decodePlain(resp)
 	if err != nil {
@@ -240,7 +230,7 @@ func (sess *session) pop3LoginFailed(t0 time.Time, err error) bool {
 	var bn *backendNo
 	switch o := sess.loginFailed(err); {
 	case errors.As(err, &r):
-		sleepFor(sess, r.Delay)
+		sess.sleep(r.Delay)
 		code := "SYS/TEMP"
 		if r.Code == "INUSE" || r.Code == "LIMIT" {
 			code = "IN-USE"
