@@ -504,3 +504,31 @@ func TestSecretRedacted(t *testing.T) {
 		t.Error("no *** in the output")
 	}
 }
+
+// TestBackendTLSPorts: with backend.tls, ports left out of the file are
+// the implicit-TLS ones, and ports written stay as written.
+func TestBackendTLSPorts(t *testing.T) {
+	dir := t.TempDir()
+	fixtures(t, dir)
+	cfg, err := load(t, dir, strings.Replace(minimal, "[map]", "[backend]\ntls = true\n[map]", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backend.IMAPPort != 993 || cfg.Backend.POP3Port != 995 {
+		t.Fatalf("ports with tls = true: %d, %d; want 993, 995", cfg.Backend.IMAPPort, cfg.Backend.POP3Port)
+	}
+	cfg, err = load(t, dir, strings.Replace(minimal, "[map]", "[backend]\ntls = true\nimap_port = 10993\n[map]", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backend.IMAPPort != 10993 || cfg.Backend.POP3Port != 995 {
+		t.Fatalf("ports with tls = true and imap_port set: %d, %d; want 10993, 995", cfg.Backend.IMAPPort, cfg.Backend.POP3Port)
+	}
+	cfg, err = load(t, dir, minimal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backend.IMAPPort != 143 || cfg.Backend.POP3Port != 110 {
+		t.Fatalf("plaintext ports: %d, %d; want 143, 110", cfg.Backend.IMAPPort, cfg.Backend.POP3Port)
+	}
+}

@@ -219,8 +219,18 @@ func (ls *Listeners) validate(c *checker, cfg *Config) {
 	}
 }
 
-// validate checks [backend].
-func (b *Backend) validate(c *checker, _ *Config) {
+// validate checks [backend]. With tls = true, ports not written in the
+// file become the implicit-TLS ones (993, 995): dialling TLS to 143 or 110
+// would fail every login.
+func (b *Backend) validate(c *checker, cfg *Config) {
+	if b.TLS && cfg.keys != nil {
+		if !cfg.keys.has("backend.imap_port") {
+			b.IMAPPort = 993
+		}
+		if !cfg.keys.has("backend.pop3_port") {
+			b.POP3Port = 995
+		}
+	}
 	if !b.TLS {
 		if b.CAFile != "" {
 			c.errorf("backend.ca_file", "set, but backend.tls is false: backends are dialled in plaintext")
