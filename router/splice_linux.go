@@ -19,6 +19,7 @@ type sockWaiter struct {
 	readFn     func(fd uintptr)
 	n          int
 	isReady    bool
+	polled     bool // wait has asked the socket once
 	buf        []byte
 	err        error
 }
@@ -56,7 +57,7 @@ func (w *sockWaiter) read(fd uintptr) {
 
 func newSockWaiter(rc syscall.RawConn) *sockWaiter {
 	w := &sockWaiter{rc: rc}
-	w.readyFn = w.ready
+	w.readyFn = w.waitCheck
 	w.inqFn = w.inq
 	w.readyNowFn = w.checkReady
 	w.readFn = w.read
@@ -77,7 +78,23 @@ func (w *sockWaiter) checkReady(fd uintptr) { w.isReady = w.ready(fd) }
 
 // wait blocks until the socket has data, EOF or an error to report, or its
 // read deadline passes. It reads nothing.
-func (w *sockWaiter) wait() error { return w.rc.Read(w.readyFn) }
+//
+// Only the first check before waiting asks the socket (the poller reports
+// edges, so data that came before the wait must be seen here); once the
+// poller has woken us, the socket is taken to be readable without another
+// syscall, and a spurious wake-up just finds nothing to read.
+func (w *sockWaiter) wait() error {
+	w.polled = false
+	return w.rc.Read(w.readyFn)
+}
+
+func (w *sockWaiter) waitCheck(fd uintptr) bool {
+	if w.polled {
+		return true
+	}
+	w.polled = true
+	return w.ready(fd)
+}
 
 func (w *sockWaiter) ready(fd uintptr) bool {
 	var b [1]byte
