@@ -116,14 +116,7 @@ func (sess *session) imapLogin() *backendConn {
 			t0 := time.Now() // the failure delay counts from the credentials
 			b, answer, err := sess.route(cr, sess.imapBackendLogin(tag))
 			if err == nil {
-				// Count the session before the client can see it, so a
-				// second login racing in is judged with it counted.
-				sess.loggedIn(b, t0)
-				if err := sess.writeAnswer(answer); err != nil {
-					sess.readFailed(err)
-					return nil
-				}
-				return b
+				return sess.loggedIn(b, t0, answer)
 			}
 			if !sess.imapLoginFailed(tag, t0, err) {
 				return nil
@@ -145,15 +138,6 @@ func (sess *session) imapLogin() *backendConn {
 			return nil
 		}
 	}
-}
-
-// writeAnswer sends the backend's login answer to the client.
-func (sess *session) writeAnswer(answer []byte) error {
-	if err := sess.conn.SetWriteDeadline(time.Now().Add(sess.srv.opts.loginTimeout())); err != nil {
-		return err
-	}
-	_, err := sess.conn.Write(answer)
-	return err
 }
 
 // imapBad answers a bad command and reports whether the session goes on.

@@ -188,9 +188,12 @@ func (sess *session) saslContinue() (string, error) {
 	return string(line), nil
 }
 
-// loggedIn files the session under its user, records the backend and
-// counts the login.
-func (sess *session) loggedIn(b *backendConn, t0 time.Time) {
+// loggedIn files the session under its user, records the backend, counts
+// the login and hands the client the backend's answer. It returns the
+// backend to splice to, or nil if the client is gone. The session is
+// counted before the client can see its OK, so a second login racing in
+// is judged with this one counted.
+func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *backendConn {
 	sess.loginDur = time.Since(t0)
 	sess.mu.Lock()
 	sess.backend = b
@@ -200,6 +203,15 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time) {
 	if g := sess.srv.opts.Gate; g != nil {
 		g.Done(&Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, OutcomeOK)
 	}
+	err := sess.conn.SetWriteDeadline(time.Now().Add(sess.srv.opts.loginTimeout()))
+	if err == nil {
+		_, err = sess.conn.Write(answer)
+	}
+	if err != nil {
+		sess.readFailed(err) // b is closed with the session
+		return nil
+	}
+	return b
 }
 
 // loginFailed counts a failed login and tells the Gate.

@@ -136,14 +136,7 @@ func (sess *session) pop3Login() *backendConn {
 		t0 := time.Now()
 		b, answer, err := sess.route(cr, sess.pop3BackendLogin)
 		if err == nil {
-			// Count the session before the client can see it, so a second
-			// login racing in is judged with it counted.
-			sess.loggedIn(b, t0)
-			if err := sess.writeAnswer(answer); err != nil {
-				sess.readFailed(err)
-				return nil
-			}
-			return b
+			return sess.loggedIn(b, t0, answer)
 		}
 		if !sess.pop3LoginFailed(t0, err) {
 			return nil
