@@ -1172,3 +1172,34 @@ func TestPreauthTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestKickClientNotReading: a session whose client has stopped reading in
+// the middle of a large FETCH (its direction blocked writing) still ends
+// on a kick.
+func TestKickClientNotReading(t *testing.T) {
+	e := getEnv(t)
+	dave := e.user(t, "dave@example.org")
+	msg := testbed.Message("big@example.net", dave.Mail, "stuck reader", 24<<20)
+	w := e.imapClient(t, "trusted", dave.Mail, dave.Password)
+	cmd := w.Append("INBOX", int64(len(msg)), nil)
+	cmd.Write(msg)
+	cmd.Close()
+	if _, err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	w.Logout().Wait()
+	waitQuiet(t, e)
+
+	r := newRaw(t, dial(t, e.imap, e.trustedIP))
+	r.line()
+	r.send(fmt.Sprintf("a LOGIN %s {%d+}\r\n%s\r\n", dave.Mail, len(dave.Password), dave.Password))
+	r.until("a OK")
+	r.send("b SELECT INBOX\r\n")
+	r.until("b OK")
+	r.send("c FETCH * BODY.PEEK[]\r\n") // and read nothing more
+	time.Sleep(time.Second)
+	if n := e.srv.Kick(dave.Mail, "Moved."); n != 1 {
+		t.Fatalf("Kick = %d, want 1", n)
+	}
+	waitQuiet(t, e)
+}

@@ -393,11 +393,13 @@ func (sess *session) kick(reason string) {
 	b := sess.backend
 	sp := sess.sp
 	sess.mu.Unlock()
+	// Reads and writes both: a direction blocked writing to a client that
+	// has stopped reading must give up too.
 	past := time.Unix(1, 0)
 	if b != nil {
-		b.conn.SetReadDeadline(past)
+		b.conn.SetDeadline(past)
 	}
-	sess.conn.SetReadDeadline(past)
+	sess.conn.SetDeadline(past)
 	if sp != nil {
 		sp.wakeAll()
 	}

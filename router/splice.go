@@ -379,7 +379,8 @@ func (d *direction) finish(err error) {
 	}
 	o := d.other
 	o.lingerAt.CompareAndSwap(0, linger.UnixNano())
-	d.dst.SetReadDeadline(linger) // the other direction reads from dst
+	d.dst.SetReadDeadline(linger)  // the other direction reads from dst
+	d.src.SetWriteDeadline(linger) // and writes to src, which may not be read
 	if sp.sess.srv.parker.unpark(o) {
 		go runDirection(o)
 	}
