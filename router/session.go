@@ -201,6 +201,7 @@ func (sess *session) finish() {
 		"client", sess.client.String(),
 		"tls", sess.isTLS,
 		"user", sess.user,
+		"host", sess.bhost,
 		"backend", sess.baddr,
 		"outcome", string(sess.outcome),
 		"bytes_in", sess.in,
