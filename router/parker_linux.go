@@ -50,11 +50,15 @@ func newParker(srv *Server) *parker {
 // park registers d to be resumed later and reports whether it did; the
 // caller's goroutine must then leave d alone.
 func (p *parker) park(d *direction) bool {
-	if p.epfd < 0 || d.w == nil {
+	if d.w == nil {
 		return false
 	}
 	p.once.Do(p.start)
 	p.mu.Lock()
+	if p.epfd < 0 {
+		p.mu.Unlock()
+		return false
+	}
 	p.next++
 	id := p.next
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
@@ -106,11 +110,12 @@ func (p *parker) start() { go runParker(p) }
 // runParker waits for parked sources to become readable and for parked
 // deadlines to pass, and resumes their directions.
 func runParker(p *parker) {
-	defer unix.Close(p.epfd)
+	defer p.closeEpoll()
 	events := make([]unix.EpollEvent, 256)
 	var wake []*direction
+	epfd := p.epfd // fixed until closeEpoll, which runs after this loop
 	for {
-		n, err := unix.EpollWait(p.epfd, events, int(parkerTick/time.Millisecond))
+		n, err := unix.EpollWait(epfd, events, int(parkerTick/time.Millisecond))
 		if p.srv.ctx.Err() != nil {
 			p.closeAll()
 			return
@@ -143,6 +148,16 @@ func runParker(p *parker) {
 			wake[i] = nil
 		}
 	}
+}
+
+// closeEpoll closes the epoll instance; later parks find none and keep
+// their goroutines (the server is closing anyway).
+func (p *parker) closeEpoll() {
+	p.mu.Lock()
+	fd := p.epfd
+	p.epfd = -1
+	p.mu.Unlock()
+	unix.Close(fd)
 }
 
 // closeAll resumes everything still parked when the server closes; the
