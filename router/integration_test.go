@@ -1203,3 +1203,66 @@ func TestKickClientNotReading(t *testing.T) {
 	}
 	waitQuiet(t, e)
 }
+
+// TestBackendTLS: with BackendTLS, Switchboard dials the backends' implicit
+// TLS ports, verifying their certificates, for IMAP and POP3; a backend
+// whose certificate does not verify is unavailable, not a wrong password.
+func TestBackendTLS(t *testing.T) {
+	e := getEnv(t)
+	alice := e.user(t, "alice@example.org")
+	mx1 := e.tb.Backends["mx1"]
+	newServer := func(conf *tls.Config) (imapAddr, pop3Addr string) {
+		srv := router.New(&router.Options{
+			Mapper: e.cache,
+			Hosts: &route.HostMap{Hosts: map[string]route.HostAddrs{
+				"mx1": {IMAP: mx1.IMAPSAddr, POP3: mx1.POP3SAddr},
+			}},
+			BackendTLS:  conf,
+			TrustedNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+			Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		t.Cleanup(func() { srv.Close() })
+		ip := testbed.AllocIP()
+		a, err := srv.Listen(router.ListenerConfig{Protocol: route.IMAP, Addr: ip + ":0", TLS: router.TLSNone})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := srv.Listen(router.ListenerConfig{Protocol: route.POP3, Addr: ip + ":0", TLS: router.TLSNone})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.String(), p.String()
+	}
+	// The backends' certificates name their IP; ServerName comes from the
+	// address dialled.
+	imapAddr, pop3Addr := newServer(&tls.Config{RootCAs: e.tb.CA.Pool, MinVersion: tls.VersionTLS12})
+	r := newRaw(t, dial(t, imapAddr, ""))
+	r.line()
+	r.send(fmt.Sprintf("a LOGIN %s {%d+}\r\n%s\r\nb SELECT INBOX\r\nc LOGOUT\r\n", alice.Mail, len(alice.Password), alice.Password))
+	r.until("a OK")
+	r.until("b OK")
+	r.until("c OK")
+	p := newRaw(t, dial(t, pop3Addr, ""))
+	p.line()
+	p.send("USER " + alice.Mail + "\r\n")
+	p.line()
+	p.send("PASS " + alice.Password + "\r\n")
+	if l := p.line(); !strings.HasPrefix(l, "+OK") {
+		t.Fatalf("POP3 over TLS to the backend: %q", l)
+	}
+	p.send("QUIT\r\n")
+	p.line()
+
+	// A CA that did not sign the backend's certificate.
+	other, err := testbed.NewCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	imapAddr, _ = newServer(&tls.Config{RootCAs: other.Pool, MinVersion: tls.VersionTLS12})
+	r = newRaw(t, dial(t, imapAddr, ""))
+	r.line()
+	r.send(fmt.Sprintf("a LOGIN %s {%d+}\r\n%s\r\n", alice.Mail, len(alice.Password), alice.Password))
+	if l := r.line(); !strings.HasPrefix(l, "a NO [UNAVAILABLE]") {
+		t.Fatalf("backend certificate from an unknown CA: %q", l)
+	}
+}
