@@ -219,8 +219,12 @@ func (sess *session) loginFailed(err error) Outcome {
 	var o Outcome
 	var r *Refusal
 	var ue *unavailableError
+	var bn *backendNo
 	switch {
-	case errors.As(err, &r):
+	case errors.As(err, &r), errors.As(err, &bn):
+		// Held or limited here, or refused by the backend for a reason
+		// other than the credentials (in use, over a limit): not a
+		// failed password, so not counted against the user.
 		o = OutcomeRefused
 		sess.srv.stats.LoginRefused.Add(1)
 	case errors.As(err, &ue):

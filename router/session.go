@@ -27,7 +27,7 @@ const (
 	OutcomeOK            Outcome = "ok"          // logged in and spliced until either side was done
 	OutcomeAuthFailed    Outcome = "auth_failed" // wrong password or unknown user
 	OutcomeUnavailable   Outcome = "unavailable" // map or backend unreachable
-	OutcomeRefused       Outcome = "refused"     // held or limited by the Gate
+	OutcomeRefused       Outcome = "refused"     // held or limited by the Gate, or refused by the backend for another reason than the credentials
 	OutcomeClientQuit    Outcome = "client_quit" // LOGOUT/QUIT or hang-up before login
 	OutcomeTimeout       Outcome = "timeout"     // idle before login
 	OutcomeProtocolError Outcome = "protocol_error"
