@@ -63,13 +63,7 @@ func (sess *session) imapLogin() *backendConn {
 		if err != nil {
 			var pe *imap.ParseError
 			if !errors.As(err, &pe) {
-				if reason := sess.kickReason(); reason != "" {
-					// A kick or a drain shows up as a read deadline.
-					sess.write([]byte("* BYE " + reason + "\r\n"))
-					sess.kickedOutcome(reason)
-				} else if sess.readFailed(err) == OutcomeTimeout {
-					sess.write([]byte(imapByeTimeout))
-				}
+				sess.preauthReadFailed(err, "* BYE ", imapByeTimeout)
 				return nil
 			}
 			if !sess.imapBad(pe) {

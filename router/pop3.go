@@ -49,13 +49,7 @@ func (sess *session) pop3Login() *backendConn {
 		if err != nil {
 			var pe *pop3.ParseError
 			if !errors.As(err, &pe) {
-				if reason := sess.kickReason(); reason != "" {
-					// A kick or a drain shows up as a read deadline.
-					sess.write([]byte("-ERR [SYS/TEMP] " + reason + "\r\n"))
-					sess.kickedOutcome(reason)
-				} else if sess.readFailed(err) == OutcomeTimeout {
-					sess.write([]byte("-ERR Disconnected for inactivity.\r\n"))
-				}
+				sess.preauthReadFailed(err, "-ERR [SYS/TEMP] ", "-ERR Disconnected for inactivity.\r\n")
 				return nil
 			}
 			if !sess.pop3Bad(pe.Text, pe.Fatal) {

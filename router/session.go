@@ -382,6 +382,18 @@ func (sess *session) readFailed(err error) Outcome {
 	return sess.outcome
 }
 
+// preauthReadFailed ends the login phase after a failed read. A kick or a
+// drain shows up as a read deadline and gets kickPrefix and its reason; an
+// inactivity timeout gets idleLine; a hang-up gets nothing.
+func (sess *session) preauthReadFailed(err error, kickPrefix, idleLine string) {
+	if reason := sess.kickReason(); reason != "" {
+		sess.write([]byte(kickPrefix + reason + "\r\n"))
+		sess.kickedOutcome(reason)
+	} else if sess.readFailed(err) == OutcomeTimeout {
+		sess.write([]byte(idleLine))
+	}
+}
+
 // kick ends the session: a logged-in one gets a BYE (IMAP) once its
 // splice has stopped; one still logging in is closed.
 func (sess *session) kick(reason string) {
