@@ -78,6 +78,9 @@ func (f figure) run(ctx context.Context, cfg *config, tb *bed, t *target) (loadg
 	if !t.lg.Supports(f.proto(), f.tls) {
 		return loadgen.Result{}, errUnsupported
 	}
+	if t.floor && (f.workload == loadgen.WorkIdle || f.tls != loadgen.TLSNone) {
+		return loadgen.Result{}, errUnsupported
+	}
 	if f.workload == loadgen.WorkIdle && t.pids != nil {
 		// Direct has no proxy whose memory to charge; the backends'
 		// pools of reusable processes make their own growth
@@ -115,11 +118,12 @@ func (f figure) measure(ctx context.Context, cfg *config, tb *bed, t *target) (l
 		Duration:    cfg.duration,
 		Count:       cfg.count,
 		Users:       tb.users,
+		CPU:         t.cpu,
+		BackendCPU:  func() time.Duration { return loadgen.CPUTime(tb.backendPIDs()) },
 	}
 	if f.workload == loadgen.WorkBulk {
 		s.Users = tb.bulkUsers
 		s.BulkMessages = bulkMessages
-		s.CPU = t.cpu
 	}
 	return loadgen.Run(ctx, s)
 }

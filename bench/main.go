@@ -52,7 +52,7 @@ type config struct {
 	switchboard string
 }
 
-var allTargets = []string{"direct", "perdition", "dovecot-proxy", "switchboard"}
+var allTargets = []string{"direct", "relay", "perdition", "dovecot-proxy", "switchboard"}
 
 func parseConfig() (*config, error) {
 	quick := envBool("BENCH_QUICK")
@@ -132,6 +132,7 @@ func parseConfig() (*config, error) {
 
 func main() {
 	loadgen.MaybeIdleChild()
+	maybeRelayChild()
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("bench: ")
 	cfg, err := parseConfig()
@@ -301,7 +302,8 @@ func summary(r loadgen.Result) string {
 		fmt.Fprintf(&b, "%d sessions, %.1f KiB/session (%s; rss %.1f, pss %.1f; %d procs)",
 			r.IdleSessions, r.MemKiBPerSess, r.MemKind, r.RSSKiBPerSess, r.PSSKiBPerSess, r.Processes)
 	default:
-		fmt.Fprintf(&b, "%.0f sessions/s, p50 %.2f ms, p99 %.2f ms", r.SessionsPS, r.P50ms, r.P99ms)
+		fmt.Fprintf(&b, "%.0f sessions/s, p50 %.2f ms, p99 %.2f ms, cpu %.3f ms/session (backends %.3f)",
+			r.SessionsPS, r.P50ms, r.P99ms, r.CPUmsPerSess, r.BackendCPUmsPerSess)
 	}
 	if r.Errors > 0 {
 		fmt.Fprintf(&b, " [%d errors: %.120s]", r.Errors, r.FirstError)

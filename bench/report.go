@@ -111,11 +111,11 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 	}
 	fmt.Fprintf(&b, "Run `%s` (%s mode, %v): warm-up %v, window %v per figure; %d users per backend; idle N=%d; %d CPUs, %s, load average at the end %s.\n\n",
 		runID, mode, took.Round(time.Second), cfg.warmup, cfg.duration, cfg.usersPerBE, cfg.idleN, runtime.NumCPU(), runtime.Version(), loadAvg())
-	b.WriteString("Each cell: the value, then its ratio to direct Dovecot (×d) and to Perdition (×p). Lower is better for ms, CPU and KiB; higher for sessions/s and MB/s.\n\n")
+	b.WriteString("Each cell: the value, then its ratio to direct Dovecot (×d), to Perdition (×p) and to the bare relay (×r, the cheapest extra hop there can be). Lower is better for ms, CPU and KiB; higher for sessions/s and MB/s.\n\n")
 	b.WriteString("| Figure | " + strings.Join(cfg.targets, " | ") + " | Switchboard goal |\n")
 	b.WriteString("|---|" + strings.Repeat("---:|", len(cfg.targets)) + "---|\n")
 	for _, m := range metrics(cfg) {
-		direct, perd := find("direct", m), find("perdition", m)
+		direct, perd, relay := find("direct", m), find("perdition", m), find("relay", m)
 		cells := []string{m.label}
 		goalCell := m.goal
 		for _, t := range cfg.targets {
@@ -129,8 +129,13 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 			if t != "direct" && direct != nil {
 				cell += fmt.Sprintf(" · %.2f×d", v/m.value(direct))
 			}
-			if t != "direct" && t != "perdition" && perd != nil {
-				cell += fmt.Sprintf(" · %.2f×p", v/m.value(perd))
+			if proxy := t == "dovecot-proxy" || t == "switchboard"; proxy {
+				if perd != nil {
+					cell += fmt.Sprintf(" · %.2f×p", v/m.value(perd))
+				}
+				if relay != nil {
+					cell += fmt.Sprintf(" · %.2f×r", v/m.value(relay))
+				}
 			}
 			if r.Errors > 0 {
 				cell += fmt.Sprintf(" (%d err)", r.Errors)
@@ -144,7 +149,16 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 				case m.goalAbs != nil:
 					goalCell += verdict(m.goalAbs(v))
 				case m.goalRatio != nil && direct != nil:
-					goalCell += verdict(m.goalRatio(v / m.value(direct)))
+					ok := m.goalRatio(v / m.value(direct))
+					goalCell += verdict(ok)
+					if !ok && relay != nil {
+						// Say whether the hop alone already misses.
+						floor := m.value(relay) / m.value(direct)
+						goalCell += fmt.Sprintf(" relay %.2f×d", floor)
+						if !m.goalRatio(floor) {
+							goalCell += ", misses too"
+						}
+					}
 				}
 			}
 		}

@@ -44,6 +44,9 @@ type Spec struct {
 	// CPU, if set, returns the CPU time used so far by the processes the
 	// figure is charged to; it is sampled at both ends of the window.
 	CPU func() time.Duration
+	// BackendCPU, if set, returns the CPU time used so far by the
+	// backends, sampled likewise: what a proxy makes them spend.
+	BackendCPU func() time.Duration
 }
 
 // Result is one figure, one JSON line.
@@ -64,6 +67,11 @@ type Result struct {
 	MBPerS      float64 `json:"mb_per_s,omitempty"`
 	CPUSeconds  float64 `json:"cpu_s,omitempty"`
 	CPUSPerGB   float64 `json:"cpu_s_per_gb,omitempty"`
+	// CPUmsPerSess is the target's CPU per completed session;
+	// BackendCPUmsPerSess the backends' (session workloads).
+	CPUmsPerSess        float64 `json:"cpu_ms_per_session,omitempty"`
+	BackendCPUSeconds   float64 `json:"backend_cpu_s,omitempty"`
+	BackendCPUmsPerSess float64 `json:"backend_cpu_ms_per_session,omitempty"`
 	// Idle figures.
 	IdleSessions   int     `json:"idle_sessions,omitempty"`
 	IdleRequested  int     `json:"idle_requested,omitempty"`
@@ -163,9 +171,9 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	if s.Count <= 0 {
 		w.end.Store(w.start.Add(s.Duration).UnixNano())
 	}
-	var cpu0, cpu1 time.Duration
+	var cpu0, cpu1 [2]time.Duration
 	cpuc := make(chan struct{})
-	go sampleCPU(s.CPU, w, &cpu0, &cpu1, cpuc)
+	go sampleCPU([2]func() time.Duration{s.CPU, s.BackendCPU}, w, &cpu0, &cpu1, cpuc)
 
 	var next atomic.Uint64
 	var left atomic.Int64
@@ -211,9 +219,20 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 		}
 	}
 	if s.CPU != nil {
-		res.CPUSeconds = round((cpu1 - cpu0).Seconds(), 3)
+		res.CPUSeconds = round((cpu1[0] - cpu0[0]).Seconds(), 3)
 		if res.Bytes > 0 {
 			res.CPUSPerGB = round(res.CPUSeconds/(float64(res.Bytes)/1e9), 2)
+		}
+	}
+	if s.BackendCPU != nil {
+		res.BackendCPUSeconds = round((cpu1[1] - cpu0[1]).Seconds(), 3)
+	}
+	if s.Workload != WorkBulk && res.Sessions > 0 {
+		if s.CPU != nil {
+			res.CPUmsPerSess = round(res.CPUSeconds*1000/float64(res.Sessions), 3)
+		}
+		if s.BackendCPU != nil {
+			res.BackendCPUmsPerSess = round(res.BackendCPUSeconds*1000/float64(res.Sessions), 3)
 		}
 	}
 	if res.Sessions == 0 {
@@ -223,26 +242,30 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	return res, nil
 }
 
-// sampleCPU samples cpu at the start and end of the window.
-func sampleCPU(cpu func() time.Duration, w *window, c0, c1 *time.Duration, donec chan<- struct{}) {
+// sampleCPU samples the CPU counters (nil ones are skipped) at the start
+// and end of the window.
+func sampleCPU(cpu [2]func() time.Duration, w *window, c0, c1 *[2]time.Duration, donec chan<- struct{}) {
 	defer close(donec)
-	if cpu == nil {
-		<-w.done
-		return
+	sample := func(dst *[2]time.Duration) {
+		for i, f := range cpu {
+			if f != nil {
+				dst[i] = f()
+			}
+		}
 	}
 	if e := w.end.Load(); e != 0 {
 		// Fixed duration: stop the workers at the end of the window.
 		time.Sleep(time.Until(w.start))
-		*c0 = cpu()
+		sample(c0)
 		time.Sleep(time.Until(time.Unix(0, e)))
-		*c1 = cpu()
+		sample(c1)
 		w.stop(time.Unix(0, e))
 		return
 	}
 	time.Sleep(time.Until(w.start))
-	*c0 = cpu()
+	sample(c0)
 	<-w.done
-	*c1 = cpu()
+	sample(c1)
 }
 
 func runWorker(ctx context.Context, wg *sync.WaitGroup, s Spec, tc *tlsConfigs, w *window,
