@@ -119,6 +119,7 @@ func (f figure) measure(ctx context.Context, cfg *config, tb *bed, t *target) (l
 		Count:       cfg.count,
 		Users:       tb.users,
 		CPU:         t.cpu,
+		SysCPU:      t.sysCPU,
 		BackendCPU:  func() time.Duration { return loadgen.CPUTime(tb.backendPIDs()) },
 	}
 	if f.workload == loadgen.WorkBulk {

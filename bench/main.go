@@ -302,8 +302,8 @@ func summary(r loadgen.Result) string {
 		fmt.Fprintf(&b, "%d sessions, %.1f KiB/session (%s; rss %.1f, pss %.1f; %d procs)",
 			r.IdleSessions, r.MemKiBPerSess, r.MemKind, r.RSSKiBPerSess, r.PSSKiBPerSess, r.Processes)
 	default:
-		fmt.Fprintf(&b, "%.0f sessions/s, p50 %.2f ms, p99 %.2f ms, cpu %.3f ms/session (backends %.3f)",
-			r.SessionsPS, r.P50ms, r.P99ms, r.CPUmsPerSess, r.BackendCPUmsPerSess)
+		fmt.Fprintf(&b, "%.0f sessions/s, p50 %.2f ms, p99 %.2f ms, cpu %.3f ms/session (%.0f%% sys; backends %.3f)",
+			r.SessionsPS, r.P50ms, r.P99ms, r.CPUmsPerSess, 100*r.CPUSysSeconds/max(r.CPUSeconds, 1e-9), r.BackendCPUmsPerSess)
 	}
 	if r.Errors > 0 {
 		fmt.Fprintf(&b, " [%d errors: %.120s]", r.Errors, r.FirstError)

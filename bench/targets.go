@@ -59,6 +59,11 @@ func (t *target) procs() []int {
 
 func (t *target) cpu() time.Duration { return loadgen.CPUTime(t.procs()) }
 
+func (t *target) sysCPU() time.Duration {
+	_, sys := loadgen.CPUTimes(t.procs())
+	return sys
+}
+
 func (t *target) stop() {
 	for _, d := range t.daemons {
 		d.stop()

@@ -75,19 +75,27 @@ func ParentPID(pid int) (int, bool) {
 // between two samples (a forking proxy's per-session children) are still
 // charged.
 func CPUTime(pids []int) time.Duration {
-	var ticks int64
+	user, sys := CPUTimes(pids)
+	return user + sys
+}
+
+// CPUTimes is CPUTime split into user time (utime+cutime) and system time
+// (stime+cstime): the latter is the kernel working on the processes'
+// behalf, here mostly the TCP stack.
+func CPUTimes(pids []int) (user, sys time.Duration) {
+	var ticks [2]int64
 	for _, p := range pids {
 		f := statFields(p)
 		// utime, stime, cutime, cstime are fields 14–17: index 11–14.
 		if len(f) < 15 {
 			continue
 		}
-		for _, s := range f[11:15] {
+		for i, s := range f[11:15] {
 			n, _ := strconv.ParseInt(s, 10, 64)
-			ticks += n
+			ticks[i%2] += n
 		}
 	}
-	return time.Duration(ticks) * time.Second / clockTicks
+	return time.Duration(ticks[0]) * time.Second / clockTicks, time.Duration(ticks[1]) * time.Second / clockTicks
 }
 
 // Mem is the memory of a set of processes in KiB.

@@ -44,6 +44,8 @@ type Spec struct {
 	// CPU, if set, returns the CPU time used so far by the processes the
 	// figure is charged to; it is sampled at both ends of the window.
 	CPU func() time.Duration
+	// SysCPU, if set, returns the system part of CPU.
+	SysCPU func() time.Duration
 	// BackendCPU, if set, returns the CPU time used so far by the
 	// backends, sampled likewise: what a proxy makes them spend.
 	BackendCPU func() time.Duration
@@ -70,6 +72,7 @@ type Result struct {
 	// CPUmsPerSess is the target's CPU per completed session;
 	// BackendCPUmsPerSess the backends' (session workloads).
 	CPUmsPerSess        float64 `json:"cpu_ms_per_session,omitempty"`
+	CPUSysSeconds       float64 `json:"cpu_sys_s,omitempty"`
 	BackendCPUSeconds   float64 `json:"backend_cpu_s,omitempty"`
 	BackendCPUmsPerSess float64 `json:"backend_cpu_ms_per_session,omitempty"`
 	// Idle figures.
@@ -171,9 +174,9 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	if s.Count <= 0 {
 		w.end.Store(w.start.Add(s.Duration).UnixNano())
 	}
-	var cpu0, cpu1 [2]time.Duration
+	var cpu0, cpu1 [3]time.Duration
 	cpuc := make(chan struct{})
-	go sampleCPU([2]func() time.Duration{s.CPU, s.BackendCPU}, w, &cpu0, &cpu1, cpuc)
+	go sampleCPU([3]func() time.Duration{s.CPU, s.BackendCPU, s.SysCPU}, w, &cpu0, &cpu1, cpuc)
 
 	var next atomic.Uint64
 	var left atomic.Int64
@@ -227,6 +230,9 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	if s.BackendCPU != nil {
 		res.BackendCPUSeconds = round((cpu1[1] - cpu0[1]).Seconds(), 3)
 	}
+	if s.SysCPU != nil {
+		res.CPUSysSeconds = round((cpu1[2] - cpu0[2]).Seconds(), 3)
+	}
 	if s.Workload != WorkBulk && res.Sessions > 0 {
 		if s.CPU != nil {
 			res.CPUmsPerSess = round(res.CPUSeconds*1000/float64(res.Sessions), 3)
@@ -244,9 +250,9 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 
 // sampleCPU samples the CPU counters (nil ones are skipped) at the start
 // and end of the window.
-func sampleCPU(cpu [2]func() time.Duration, w *window, c0, c1 *[2]time.Duration, donec chan<- struct{}) {
+func sampleCPU(cpu [3]func() time.Duration, w *window, c0, c1 *[3]time.Duration, donec chan<- struct{}) {
 	defer close(donec)
-	sample := func(dst *[2]time.Duration) {
+	sample := func(dst *[3]time.Duration) {
 		for i, f := range cpu {
 			if f != nil {
 				dst[i] = f()
