@@ -303,7 +303,8 @@ func (s *Server) Listen(cfg ListenerConfig) (net.Addr, error) {
 	if cfg.ProxyProtocol && len(cfg.ProxyFrom) == 0 {
 		return nil, fmt.Errorf("listener %s: proxy protocol needs proxy_from", cfg.Name)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	lc := net.ListenConfig{KeepAlive: -1, Control: listenControl} // keepalive set once, on the listener
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", cfg.Name, err)
 	}

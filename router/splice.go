@@ -232,6 +232,11 @@ func (d *direction) waitActive() (ready bool, err error) {
 // pump moves what the source has ready. It returns nil when the source has
 // nothing more for now, io.EOF at its end, or the error that stopped it.
 func (d *direction) pump() (int64, error) {
+	if d.w != nil {
+		if _, ok := d.src.(*tls.Conn); !ok {
+			return d.pumpPlain()
+		}
+	}
 	// waitActive leaves a deadline that has passed; reads must not fail
 	// on it. expired has just made sure the next deadline is ahead.
 	if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
@@ -240,10 +245,7 @@ func (d *direction) pump() (int64, error) {
 	if tc, ok := d.src.(*tls.Conn); ok {
 		return d.pumpTLS(tc)
 	}
-	if d.w == nil {
-		return d.pumpBlocking()
-	}
-	return d.pumpPlain()
+	return d.pumpBlocking()
 }
 
 // spliceMin is the burst size from which splice(2) beats a copy through a
@@ -251,30 +253,21 @@ func (d *direction) pump() (int64, error) {
 // few kilobytes.
 const spliceMin = 16 << 10
 
-// pumpPlain moves what a plain TCP source holds, without blocking. Small
-// bursts (most IMAP traffic) are copied through a pooled buffer, which
-// costs fewer syscalls than splice(2) and its pipe; a burst of spliceMin
-// or more (a large FETCH or APPEND) is spliced, zero-copy, when the
-// destination is plain TCP too. Nothing is held between bursts.
+// pumpPlain moves what a plain TCP source holds, without blocking. Each
+// burst is first read into a pooled buffer: most IMAP traffic is a few
+// small lines, and one read and one write is the fewest syscalls that
+// move them. When that read fills the buffer (a large FETCH or APPEND)
+// and the destination is plain TCP too, the rest of the burst is spliced,
+// zero-copy, while spliceMin or more is queued. Nothing is held between
+// bursts.
 func (d *direction) pumpPlain() (int64, error) {
 	var total int64
-	if d.spliced {
-		for {
-			q := d.w.queued()
-			if q < spliceMin {
-				break
-			}
-			d.lr.N = int64(q)
-			m, err := d.dst.(*net.TCPConn).ReadFrom(&d.lr)
-			total += m
-			if err != nil {
-				return total, err
-			}
-		}
-	}
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := *bp
+	if d.spliced {
+		buf = buf[:spliceMin]
+	}
 	for {
 		n, err := d.w.tryRead(buf)
 		if n > 0 {
@@ -292,6 +285,38 @@ func (d *direction) pumpPlain() (int64, error) {
 			return total, io.EOF
 		case n < len(buf):
 			return total, nil // drained, most likely; waitActive checks
+		}
+		if d.spliced {
+			m, err := d.spliceQueued()
+			total += m
+			if err != nil {
+				return total, err
+			}
+		}
+	}
+}
+
+// spliceQueued splices from the source while it holds spliceMin bytes or
+// more.
+func (d *direction) spliceQueued() (int64, error) {
+	var total int64
+	for {
+		q := d.w.queued()
+		if q < spliceMin {
+			return total, nil
+		}
+		if total == 0 {
+			// A splice that finds the socket empty waits under the read
+			// deadline, which waitActive leaves in the past.
+			if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
+				return total, err
+			}
+		}
+		d.lr.N = int64(q)
+		m, err := d.dst.(*net.TCPConn).ReadFrom(&d.lr)
+		total += m
+		if err != nil {
+			return total, err
 		}
 	}
 }
@@ -369,8 +394,11 @@ func (d *direction) finish(err error) {
 	d.done = true
 	d.err = err
 	sp := d.sp
-	sp.stopping.Store(true)
-	if err == nil {
+	// The first direction to end passes its end on as a half-close. The
+	// second needs none: the session closes both connections next, and
+	// with both sources read to their end, close sends the FIN.
+	first := !sp.stopping.Swap(true)
+	if err == nil && first {
 		closeWrite(d.dst)
 	}
 	linger := time.Now().Add(lingerTimeout)
