@@ -58,6 +58,10 @@ func metrics(cfg *config) []metric {
 					value: func(r *loadgen.Result) float64 { return r.SessionsPS }, format: "%.0f",
 					goal: "≥ 0.9× direct", goalRatio: func(x float64) bool { return x >= 0.9 }})
 			}
+			if top := cfg.conc[len(cfg.conc)-1]; top > 1 {
+				ms = append(ms, metric{label: fmt.Sprintf("%s, %s, CPU ms/session, c=%d", w.label, tl, top), workload: w.name, tls: string(m), conc: top,
+					value: func(r *loadgen.Result) float64 { return r.CPUmsPerSess }, format: "%.3f"})
+			}
 		}
 	}
 	if contains(cfg.workloads, loadgen.WorkBulk) {
