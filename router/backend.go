@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -21,8 +22,9 @@ type backendConn struct {
 	conn net.Conn     // plain TCP or *tls.Conn over it
 	tcp  *net.TCPConn // the TCP connection under conn
 	br   *bufio.Reader
-	host string // the host value from the map ("mx1")
-	addr string // the address dialled
+	out  io.Writer // writes to conn (raw system calls if it is plain TCP)
+	host string    // the host value from the map ("mx1")
+	addr string    // the address dialled
 	// greeting is the backend's first line, without CRLF.
 	greeting []byte
 	// ready is when the greeting was read (pre-dialled connections age).
@@ -97,7 +99,13 @@ func (s *Server) dialBackend(ctx context.Context, host, addr string) (*backendCo
 		b.conn = tc
 	}
 	b.br = readerPool.Get().(*bufio.Reader)
-	b.br.Reset(b.conn)
+	b.out = b.conn
+	if r := rawIOFor(b.conn); r != nil {
+		b.br.Reset(r)
+		b.out = r
+	} else {
+		b.br.Reset(b.conn)
+	}
 	return b, nil
 }
 

@@ -289,7 +289,7 @@ func (sess *session) imapBackendLogin(tag string) backendLogin {
 			return nil, unavailable("backend %s cannot take this password: no SASL-IR and no LITERAL+", b.addr)
 		}
 		cmd = append(cmd, "\r\n"...)
-		_, err := b.conn.Write(cmd)
+		_, err := b.out.Write(cmd)
 		clear(cmd)
 		quickAck(b.tcp) // the ID and login answers come in separate writes
 		if err != nil {

@@ -205,7 +205,7 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *back
 	}
 	err := sess.conn.SetWriteDeadline(time.Now().Add(sess.srv.opts.loginTimeout()))
 	if err == nil {
-		_, err = sess.conn.Write(answer)
+		_, err = sess.w.Write(answer)
 	}
 	if err != nil {
 		sess.readFailed(err) // b is closed with the session

@@ -248,7 +248,7 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 	greeting := b.greeting
 	caps, ok := sess.srv.caps.get(b.addr)
 	if !ok {
-		if _, err := b.conn.Write([]byte("CAPA\r\n")); err != nil {
+		if _, err := b.out.Write([]byte("CAPA\r\n")); err != nil {
 			return nil, &transportError{err}
 		}
 		caps, err = readCapa(b)
@@ -303,7 +303,7 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 		cmd = append(cmd, cr.pass...)
 		cmd = append(cmd, "\r\n"...)
 	}
-	_, err = b.conn.Write(cmd)
+	_, err = b.out.Write(cmd)
 	clear(cmd)
 	quickAck(b.tcp)
 	if err != nil {
@@ -328,7 +328,7 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 		}
 		if !pipelining {
 			pass := append(append([]byte("PASS "), cr.pass...), "\r\n"...)
-			_, err := b.conn.Write(pass)
+			_, err := b.out.Write(pass)
 			clear(pass)
 			if err != nil {
 				return nil, &transportError{err}
@@ -348,7 +348,7 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 
 // pop3Exchange sends one command and expects +OK.
 func (sess *session) pop3Exchange(b *backendConn, cmd []byte, name string) error {
-	if _, err := b.conn.Write(cmd); err != nil {
+	if _, err := b.out.Write(cmd); err != nil {
 		return &transportError{err}
 	}
 	line, err := wire.ReadLine(b.br)

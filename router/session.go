@@ -55,6 +55,7 @@ type session struct {
 	raw    net.Conn     // as accepted
 	tcp    *net.TCPConn // raw, if it is TCP (splice, TCP_INFO)
 	conn   net.Conn     // the client: raw, or a *tls.Conn over it
+	w      io.Writer    // writes to conn (raw system calls while it is plain TCP)
 	br     *bufio.Reader
 	isTLS  bool
 	client netip.AddrPort // the real client (PROXY header or peer)
@@ -118,7 +119,13 @@ func (sess *session) serve() {
 	defer srv.recoverSession(sess)
 
 	sess.br = readerPool.Get().(*bufio.Reader)
-	sess.br.Reset(sess.raw)
+	sess.w = sess.conn
+	if r := rawIOFor(sess.raw); r != nil {
+		sess.br.Reset(r)
+		sess.w = r
+	} else {
+		sess.br.Reset(sess.raw)
+	}
 
 	if sess.l.cfg.ProxyProtocol {
 		if err := sess.readProxyHeader(); err != nil {
@@ -305,6 +312,7 @@ func (sess *session) startTLS() error {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
 	sess.conn = tc
+	sess.w = tc
 	sess.isTLS = true
 	sess.br.Reset(tc)
 	return nil
@@ -351,8 +359,16 @@ func (sess *session) write(b []byte) error {
 	if err := sess.conn.SetWriteDeadline(time.Now().Add(sess.srv.opts.preauthTimeout())); err != nil {
 		return err
 	}
-	_, err := sess.conn.Write(b)
+	_, err := sess.w.Write(b)
 	return err
+}
+
+// rawIOFor returns raw I/O for c if it is plain TCP, else nil.
+func rawIOFor(c net.Conn) *rawIO {
+	if tc, ok := c.(*net.TCPConn); ok {
+		return newRawIO(tc)
+	}
+	return nil
 }
 
 // readDeadline arms the pre-login read deadline before each command.

@@ -39,8 +39,10 @@ type direction struct {
 	// readiness, splice(2), half-close and TCP_INFO.
 	srcTCP, dstTCP *net.TCPConn
 	w              *sockWaiter // on srcTCP
-	spliced        bool        // both ends plain TCP: splice(2) for bulk
-	lr             io.LimitedReader
+	// out writes to dst: raw writes when dst is plain TCP, else dst.
+	out     io.Writer
+	spliced bool // both ends plain TCP: splice(2) for bulk
+	lr      io.LimitedReader
 
 	idleAt   time.Time    // when the session would be idle, re-armed from TCP_INFO
 	lingerAt atomic.Int64 // unix nanos: stop by then (set when the other side finished)
@@ -111,6 +113,12 @@ func newDirection(sp *splicer, dst, src net.Conn, srcTCP, dstTCP *net.TCPConn) *
 	_, srcPlain := src.(*net.TCPConn)
 	_, dstPlain := dst.(*net.TCPConn)
 	d.spliced = srcPlain && dstPlain && d.w != nil
+	d.out = dst
+	if dstPlain {
+		if r := newRawIO(dstTCP); r != nil {
+			d.out = r
+		}
+	}
 	d.lr.R = src
 	return d
 }
@@ -271,7 +279,7 @@ func (d *direction) pumpPlain() (int64, error) {
 	for {
 		n, err := d.w.tryRead(buf)
 		if n > 0 {
-			if _, werr := d.dst.Write(buf[:n]); werr != nil {
+			if _, werr := d.out.Write(buf[:n]); werr != nil {
 				return total, werr
 			}
 			total += int64(n)

@@ -2,8 +2,11 @@ package router
 
 import (
 	"errors"
+	"io"
+	"net"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,9 +43,9 @@ func (w *sockWaiter) tryRead(buf []byte) (int, error) {
 
 func (w *sockWaiter) read(fd uintptr) {
 	for {
-		n, err := unix.Read(int(fd), w.buf)
+		n, err := rawRead(fd, w.buf)
 		switch err {
-		case nil:
+		case 0:
 			w.n = n
 		case unix.EINTR:
 			continue
@@ -53,6 +56,142 @@ func (w *sockWaiter) read(fd uintptr) {
 		}
 		return
 	}
+}
+
+// The spliced path's reads, writes and peeks are raw system calls: on
+// sockets that never block they return at once, so there is no need to
+// tell the Go scheduler, whose monitor would otherwise take the
+// goroutine's P away from any call that outlasts its 20 µs tick (a
+// loopback write runs the receiver's TCP input too) and hand it to another
+// thread, then wake itself every 20 µs while that goes on. Measured, that
+// was a tenth of the proxy's CPU under load.
+
+func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	return int(n), e
+}
+
+func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	return int(n), e
+}
+
+// rawIO reads and writes a plain TCP connection with raw system calls,
+// waiting in the poller (under the connection's deadlines) when a read
+// finds nothing or the send buffer is full: net.Conn's Read and Write,
+// minus the scheduler's syscall bookkeeping. Reads and writes may run on
+// two goroutines at once; each keeps its own state. Its callbacks are
+// bound once.
+type rawIO struct {
+	c       *net.TCPConn
+	rc      syscall.RawConn
+	readFn  func(fd uintptr) bool
+	writeFn func(fd uintptr) bool
+	rbuf    []byte
+	rn      int
+	rerr    error
+	wbuf    []byte
+	wn      int
+	werr    error
+}
+
+// newRawIO returns raw I/O for c, or nil if c has no raw connection.
+func newRawIO(c *net.TCPConn) *rawIO {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &rawIO{c: c, rc: rc}
+	r.readFn = r.read
+	r.writeFn = r.write
+	return r
+}
+
+// Read reads what the socket holds, waiting for something if it holds
+// nothing; (0, io.EOF) at the end of the stream.
+func (r *rawIO) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.rbuf, r.rn, r.rerr = p, 0, nil
+	err := r.rc.Read(r.readFn)
+	r.rbuf = nil
+	if err == nil {
+		err = r.rerr
+	}
+	switch {
+	case err != nil:
+		return 0, r.opError("read", err)
+	case r.rn == 0:
+		return 0, io.EOF
+	}
+	return r.rn, nil
+}
+
+func (r *rawIO) read(fd uintptr) bool {
+	for {
+		n, err := rawRead(fd, r.rbuf)
+		switch err {
+		case 0:
+			r.rn = n
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // nothing yet: wait until readable
+		default:
+			r.rerr = os.NewSyscallError("read", err)
+		}
+		return true
+	}
+}
+
+// Write writes all of p, or fails.
+func (r *rawIO) Write(p []byte) (int, error) {
+	r.wbuf, r.wn, r.werr = p, 0, nil
+	err := r.rc.Write(r.writeFn)
+	r.wbuf = nil
+	if err == nil {
+		err = r.werr
+	}
+	if err != nil {
+		return r.wn, r.opError("write", err)
+	}
+	return r.wn, nil
+}
+
+func (r *rawIO) write(fd uintptr) bool {
+	for r.wn < len(r.wbuf) {
+		n, err := rawWrite(fd, r.wbuf[r.wn:])
+		switch err {
+		case 0:
+			r.wn += n
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false // full: wait until writable
+		default:
+			r.werr = os.NewSyscallError("write", err)
+			return true
+		}
+	}
+	return true
+}
+
+// opError dresses err as net.Conn's own errors are, so logs and error
+// checks read the same.
+func (r *rawIO) opError(op string, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) { // the poller's own ("raw-read")
+		e := *oe
+		e.Op = op
+		return &e
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: r.c.LocalAddr(), Addr: r.c.RemoteAddr(), Err: err}
 }
 
 func newSockWaiter(rc syscall.RawConn) *sockWaiter {
@@ -98,7 +237,8 @@ func (w *sockWaiter) waitCheck(fd uintptr) bool {
 
 func (w *sockWaiter) ready(fd uintptr) bool {
 	var b [1]byte
-	_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	_, _, err := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	return err != unix.EAGAIN && err != unix.EINTR
 }
 
