@@ -45,5 +45,6 @@ tidy:
 demo: setup build
 	$(GO) run ./cmd/sbdemo -switchboard $(BIN)/switchboard
 
-bench: setup build
+bench: build
+	./scripts/setup.sh --bench
 	./bench/run.sh

@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,6 +37,7 @@ type config struct {
 	warmup      time.Duration
 	duration    time.Duration
 	count       int
+	rounds      int
 	conc        []int
 	bulkConc    []int
 	tlsModes    []loadgen.TLSMode
@@ -52,7 +54,7 @@ type config struct {
 	switchboard string
 }
 
-var allTargets = []string{"direct", "relay", "perdition", "dovecot-proxy", "switchboard"}
+var allTargets = []string{"direct", "relay", "perdition", "dovecot-proxy", "nginx", "switchboard"}
 
 func parseConfig() (*config, error) {
 	quick := envBool("BENCH_QUICK")
@@ -68,6 +70,7 @@ func parseConfig() (*config, error) {
 	flag.DurationVar(&c.warmup, "warmup", envDuration("BENCH_WARMUP", def("1s", "500ms")), "unmeasured warm-up before each figure (BENCH_WARMUP)")
 	flag.DurationVar(&c.duration, "duration", envDuration("BENCH_DURATION", def("3s", "1s")), "measured window of each figure (BENCH_DURATION)")
 	flag.IntVar(&c.count, "count", envInt("BENCH_COUNT", 0), "measure this many sessions (or fetches) per figure instead of a fixed window (BENCH_COUNT)")
+	flag.IntVar(&c.rounds, "rounds", envInt("BENCH_ROUNDS", map[bool]int{false: 2, true: 1}[quick]), "rounds of each session and bulk figure over all targets, in rotated order; the figure is their mean (BENCH_ROUNDS)")
 	flag.StringVar(&conc, "concurrency", env("BENCH_CONCURRENCY", "1,16,64"), "session workloads' concurrencies (BENCH_CONCURRENCY)")
 	flag.StringVar(&bulkConc, "bulk-concurrency", env("BENCH_BULK_CONCURRENCY", "1,4"), "bulk FETCH concurrencies (BENCH_BULK_CONCURRENCY)")
 	flag.StringVar(&tlsModes, "tls", env("BENCH_TLS", def("none,implicit,starttls", "none,implicit")), "TLS modes of the session workloads (BENCH_TLS)")
@@ -78,7 +81,11 @@ func parseConfig() (*config, error) {
 	flag.StringVar(&targets, "targets", env("BENCH_TARGETS", strings.Join(allTargets, ",")), "targets to measure (BENCH_TARGETS)")
 	flag.StringVar(&workloads, "workloads", env("BENCH_WORKLOADS", "imap-session,pop3-session,bulk-fetch,idle"), "workloads to run (BENCH_WORKLOADS)")
 	flag.StringVar(&c.resultsDir, "results", env("BENCH_RESULTS", "bench/results"), "directory for the JSON lines (BENCH_RESULTS)")
-	flag.StringVar(&c.docFile, "doc", env("BENCH_DOC", "docs/performance.md"), "markdown file whose table is replaced; empty for none (BENCH_DOC)")
+	docDefault := "docs/performance.md"
+	if v, ok := os.LookupEnv("BENCH_DOC"); ok {
+		docDefault = v // BENCH_DOC= (empty): no file
+	}
+	flag.StringVar(&c.docFile, "doc", docDefault, "markdown file whose table is replaced; empty for none (BENCH_DOC)")
 	flag.BoolVar(&c.keep, "keep", envBool("BENCH_KEEP"), "keep the testbed directory (logs, configs) after the run (BENCH_KEEP)")
 	flag.BoolVar(&c.hold, "hold", false, "start the testbed and the targets, print their addresses and a user, and wait for a signal instead of measuring")
 	flag.StringVar(&c.switchboard, "switchboard", env("BENCH_SWITCHBOARD", ""), "switchboard binary; empty builds ./cmd/switchboard (BENCH_SWITCHBOARD)")
@@ -98,8 +105,12 @@ func parseConfig() (*config, error) {
 		quickDefault("bulk-tls", "BENCH_BULK_TLS", func() { bulkTLS = "none" })
 		quickDefault("tls", "BENCH_TLS", func() { tlsModes = "none,implicit" })
 		quickDefault("idle", "BENCH_IDLE_N", func() { c.idleN = 300 })
+		quickDefault("rounds", "BENCH_ROUNDS", func() { c.rounds = 1 })
 	}
 
+	if c.rounds < 1 {
+		return nil, fmt.Errorf("rounds must be at least 1, not %d", c.rounds)
+	}
 	var err error
 	if c.conc, err = ints(conc); err != nil {
 		return nil, err
@@ -133,6 +144,7 @@ func parseConfig() (*config, error) {
 func main() {
 	loadgen.MaybeIdleChild()
 	maybeRelayChild()
+	maybeNginxAuthChild()
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("bench: ")
 	cfg, err := parseConfig()
@@ -229,27 +241,41 @@ func run(ctx context.Context, cfg *config) error {
 			return ctx.Err()
 		}
 		log.Printf("[%d/%d] %s", i+1, len(figs), f)
-		// Rotate the order of targets from one figure to the next, so
-		// that drift in the machine's load (it is shared) does not
-		// always favour the same target.
-		for j := range targets {
-			t := targets[(i+j)%len(targets)]
-			if t.skip != "" {
-				continue
-			}
-			r, err := f.run(ctx, cfg, tb, t)
-			if errors.Is(err, errUnsupported) {
-				continue
-			}
-			if err != nil {
-				log.Printf("  %-14s error: %v", t.name(), err)
-				if r.FirstError == "" {
-					r.FirstError = err.Error()
+		rounds := cfg.rounds
+		if f.workload == loadgen.WorkIdle {
+			rounds = 1 // minutes per target, and memory is not noisy
+		}
+		got := make(map[*target][]loadgen.Result)
+		var order []*target
+		for round := range rounds {
+			// Rotate the order of targets from one figure, and one
+			// round, to the next, so that drift in the machine's load
+			// (it is shared) does not always favour the same target.
+			for j := range targets {
+				t := targets[(i+j+round)%len(targets)]
+				if t.skip != "" {
+					continue
 				}
-			} else {
-				log.Printf("  %-14s %s", t.name(), summary(r))
+				r, err := f.run(ctx, cfg, tb, t)
+				if errors.Is(err, errUnsupported) {
+					continue
+				}
+				if err != nil {
+					log.Printf("  %-14s error: %v", t.name(), err)
+					if r.FirstError == "" {
+						r.FirstError = err.Error()
+					}
+				} else {
+					log.Printf("  %-14s %s", t.name(), summary(r))
+				}
+				if _, ok := got[t]; !ok {
+					order = append(order, t)
+				}
+				got[t] = append(got[t], r)
 			}
-			emit(r)
+		}
+		for _, t := range order {
+			emit(meanResult(got[t]))
 		}
 	}
 	table := renderTable(rows, cfg, runID, time.Since(started))
@@ -316,6 +342,47 @@ func hold(ctx context.Context, tb *bed, targets []*target) error {
 	fmt.Println("holding; interrupt to stop")
 	<-ctx.Done()
 	return nil
+}
+
+// meanResult merges the rounds of one figure on one target: counts and
+// seconds add up, rates and latencies are the mean of the rounds' (a p50
+// so merged is the mean of the rounds' p50s), the maximum is the largest.
+func meanResult(rs []loadgen.Result) loadgen.Result {
+	m := rs[0]
+	if len(rs) == 1 {
+		return m
+	}
+	n := float64(len(rs))
+	mean := func(f func(*loadgen.Result) float64) float64 {
+		var sum float64
+		for i := range rs {
+			sum += f(&rs[i])
+		}
+		return math.Round(sum/n*1000) / 1000
+	}
+	m.SessionsPS = mean(func(r *loadgen.Result) float64 { return r.SessionsPS })
+	m.P50ms = mean(func(r *loadgen.Result) float64 { return r.P50ms })
+	m.P99ms = mean(func(r *loadgen.Result) float64 { return r.P99ms })
+	m.MBPerS = mean(func(r *loadgen.Result) float64 { return r.MBPerS })
+	m.CPUSPerGB = mean(func(r *loadgen.Result) float64 { return r.CPUSPerGB })
+	m.CPUmsPerSess = mean(func(r *loadgen.Result) float64 { return r.CPUmsPerSess })
+	m.BackendCPUmsPerSess = mean(func(r *loadgen.Result) float64 { return r.BackendCPUmsPerSess })
+	m.OtherCPU = mean(func(r *loadgen.Result) float64 { return r.OtherCPU })
+	for _, r := range rs[1:] {
+		m.Sessions += r.Sessions
+		m.Errors += r.Errors
+		m.Seconds += r.Seconds
+		m.Bytes += r.Bytes
+		m.CPUSeconds += r.CPUSeconds
+		m.CPUSysSeconds += r.CPUSysSeconds
+		m.BackendCPUSeconds += r.BackendCPUSeconds
+		m.MaxMs = max(m.MaxMs, r.MaxMs)
+		if m.FirstError == "" {
+			m.FirstError = r.FirstError
+		}
+	}
+	m.Rounds = len(rs)
+	return m
 }
 
 // row is one JSON line: a result plus the run it belongs to.

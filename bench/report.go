@@ -29,7 +29,12 @@ type metric struct {
 	goal      string
 	goalRatio func(ratio float64) bool
 	goalAbs   func(v float64) bool
+	// higher says more is better (sessions/s, MB/s).
+	higher bool
 }
+
+// otherProxies are the proxies Switchboard must be ahead of on every line.
+var otherProxies = []string{"perdition", "dovecot-proxy", "nginx"}
 
 var tlsLabel = map[string]string{"none": "plaintext", "implicit": "implicit TLS", "starttls": "STARTTLS"}
 
@@ -55,7 +60,7 @@ func metrics(cfg *config) []metric {
 					continue
 				}
 				ms = append(ms, metric{label: fmt.Sprintf("%s, %s, sessions/s, c=%d", w.label, tl, c), workload: w.name, tls: string(m), conc: c,
-					value: func(r *loadgen.Result) float64 { return r.SessionsPS }, format: "%.0f",
+					value: func(r *loadgen.Result) float64 { return r.SessionsPS }, format: "%.0f", higher: true,
 					goal: "≥ 0.9× direct", goalRatio: func(x float64) bool { return x >= 0.9 }})
 			}
 			if top := cfg.conc[len(cfg.conc)-1]; top > 1 {
@@ -69,7 +74,7 @@ func metrics(cfg *config) []metric {
 			tl := tlsLabel[string(m)]
 			for _, c := range cfg.bulkConc {
 				ms = append(ms, metric{label: fmt.Sprintf("Bulk FETCH 1 MiB, %s, MB/s, c=%d", tl, c), workload: loadgen.WorkBulk, tls: string(m), conc: c,
-					value: func(r *loadgen.Result) float64 { return r.MBPerS }, format: "%.1f",
+					value: func(r *loadgen.Result) float64 { return r.MBPerS }, format: "%.1f", higher: true,
 					goal: "≥ 0.95× direct", goalRatio: func(x float64) bool { return x >= 0.95 }})
 			}
 			for _, c := range cfg.bulkConc {
@@ -113,11 +118,11 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 	if cfg.quick {
 		mode = "quick"
 	}
-	fmt.Fprintf(&b, "Run `%s` (%s mode, %v): warm-up %v, window %v per figure; %d users per backend; idle N=%d; %d CPUs, %s, load average at the end %s.\n\n",
-		runID, mode, took.Round(time.Second), cfg.warmup, cfg.duration, cfg.usersPerBE, cfg.idleN, runtime.NumCPU(), runtime.Version(), loadAvg())
+	fmt.Fprintf(&b, "Run `%s` (%s mode, %v): warm-up %v, window %v per figure and round, %d rounds (the mean is shown); %d users per backend; idle N=%d; %d CPUs, %s, load average at the end %s.\n\n",
+		runID, mode, took.Round(time.Second), cfg.warmup, cfg.duration, cfg.rounds, cfg.usersPerBE, cfg.idleN, runtime.NumCPU(), runtime.Version(), loadAvg())
 	b.WriteString("Each cell: the value, then its ratio to direct Dovecot (×d), to Perdition (×p) and to the bare relay (×r, the cheapest extra hop there can be). Lower is better for ms, CPU and KiB; higher for sessions/s and MB/s.\n\n")
-	b.WriteString("| Figure | " + strings.Join(cfg.targets, " | ") + " | Switchboard goal |\n")
-	b.WriteString("|---|" + strings.Repeat("---:|", len(cfg.targets)) + "---|\n")
+	b.WriteString("| Figure | " + strings.Join(cfg.targets, " | ") + " | Switchboard goal | Switchboard ahead of the other proxies |\n")
+	b.WriteString("|---|" + strings.Repeat("---:|", len(cfg.targets)) + "---|---|\n")
 	for _, m := range metrics(cfg) {
 		direct, perd, relay := find("direct", m), find("perdition", m), find("relay", m)
 		cells := []string{m.label}
@@ -133,7 +138,7 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 			if t != "direct" && direct != nil {
 				cell += fmt.Sprintf(" · %.2f×d", v/m.value(direct))
 			}
-			if proxy := t == "dovecot-proxy" || t == "switchboard"; proxy {
+			if proxy := t == "dovecot-proxy" || t == "nginx" || t == "switchboard"; proxy {
 				if perd != nil {
 					cell += fmt.Sprintf(" · %.2f×p", v/m.value(perd))
 				}
@@ -166,7 +171,7 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 				}
 			}
 		}
-		cells = append(cells, goalCell)
+		cells = append(cells, goalCell, aheadCell(m, find))
 		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
 	}
 	var other, otherMax float64
@@ -191,6 +196,37 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 		b.WriteString("\n" + strings.Join(skipped, "\n") + "\n")
 	}
 	return b.String()
+}
+
+// aheadCell says whether Switchboard is ahead of every other proxy
+// measured on m's line, and names those it is not ahead of.
+func aheadCell(m metric, find func(string, metric) *loadgen.Result) string {
+	sb := find("switchboard", m)
+	if sb == nil {
+		return ""
+	}
+	v := m.value(sb)
+	var behind []string
+	n := 0
+	for _, t := range otherProxies {
+		r := find(t, m)
+		if r == nil {
+			continue
+		}
+		n++
+		o := m.value(r)
+		if (m.higher && o >= v) || (!m.higher && o <= v) {
+			behind = append(behind, fmt.Sprintf("**not ahead of %s** (%s)", t, fmt.Sprintf(m.format, o)))
+		}
+	}
+	switch {
+	case n == 0:
+		return ""
+	case len(behind) == 0:
+		return "yes"
+	default:
+		return strings.Join(behind, ", ")
+	}
 }
 
 func verdict(ok bool) string {

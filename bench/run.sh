@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages (Perdition and its LDAP map among them) come from
-# scripts/setup.sh, which `make bench` runs first.
+# Debian packages (Perdition and its LDAP map, nginx and its mail module
+# among them) come from `scripts/setup.sh --bench`, which `make bench` runs
+# first.
 mkdir -p bin
 go build -o bin/sbbench ./bench
 args=()

@@ -87,7 +87,7 @@ func startTargets(ctx context.Context, cfg *config, tb *bed, dir string) []*targ
 			t = directTarget(tb)
 		case "relay":
 			t, err = startRelay(tb, filepath.Join(dir, name))
-		case "perdition", "dovecot-proxy", "switchboard":
+		case "perdition", "dovecot-proxy", "nginx", "switchboard":
 			pc, perr := tb.proxyConfig(filepath.Join(dir, name))
 			if perr != nil {
 				err = perr
@@ -98,6 +98,8 @@ func startTargets(ctx context.Context, cfg *config, tb *bed, dir string) []*targ
 				t, err = startPerdition(pc)
 			case "dovecot-proxy":
 				t, err = startDovecotProxy(pc)
+			case "nginx":
+				t, err = startNginx(pc)
 			case "switchboard":
 				t, err = startSwitchboard(ctx, cfg, pc)
 			}

@@ -6,6 +6,11 @@ set -euo pipefail
 
 pkgs=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-ldap perdition
       perdition-ldap python3 curl iproute2 make ca-certificates)
+# `setup.sh --bench` adds what only the benchmark measures: nginx's mail
+# proxy.
+if [ "${1:-}" = "--bench" ]; then
+	pkgs+=(nginx libnginx-mod-mail)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

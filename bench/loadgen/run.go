@@ -85,6 +85,9 @@ type Result struct {
 	Processes      int     `json:"processes,omitempty"`
 	GeneratorProcs int     `json:"generator_processes,omitempty"`
 	Skipped        string  `json:"skipped,omitempty"`
+	// Rounds is how many rounds the figure is the mean of (when more
+	// than one).
+	Rounds int `json:"rounds,omitempty"`
 	// OtherCPU is the share of the machine's CPU capacity used, during
 	// the figure, by processes outside the benchmark (other people's
 	// work on a shared machine): a noise indicator.
