@@ -234,8 +234,6 @@ mail {
 	ssl_certificate {{.Cert}};
 	ssl_certificate_key {{.Key}};
 	ssl_protocols TLSv1.2 TLSv1.3;
-	ssl_session_cache off;
-	ssl_session_tickets off;
 
 	imap_capabilities "IMAP4rev1" "LITERAL+" "SASL-IR" "ID" "ENABLE" "IDLE";
 	imap_auth plain login;
