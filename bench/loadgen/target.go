@@ -101,7 +101,7 @@ func (t *Target) Supports(p Proto, m TLSMode) bool {
 
 // TLSConfig returns the client TLS configuration for t. Session resumption
 // is off: every session pays a full handshake, as a fresh client would.
-// The key exchange is X25519.
+// The key exchange is X25519 (or P-256).
 func (t *Target) TLSConfig() (*tls.Config, error) {
 	pool := x509.NewCertPool()
 	if len(t.CAPEM) > 0 && !pool.AppendCertsFromPEM(t.CAPEM) {
@@ -111,11 +111,11 @@ func (t *Target) TLSConfig() (*tls.Config, error) {
 		RootCAs:    pool,
 		ServerName: t.ServerName,
 		MinVersion: tls.VersionTLS12,
-		// Offer the key exchange every target can do. Go would also
-		// offer the post-quantum hybrid X25519MLKEM768, which only
+		// Offer the classic key exchanges only. Go would also offer
+		// the post-quantum hybrid X25519MLKEM768, which only
 		// Switchboard (Go) accepts; the others (OpenSSL 3.0) pick
-		// X25519. Offering X25519 alone makes every target do the same
-		// handshake.
-		CurvePreferences: []tls.CurveID{tls.X25519},
+		// X25519. Without it every target does the same handshake
+		// (Perdition, which only knows P-256, asks for that).
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256},
 	}, nil
 }
