@@ -99,13 +99,7 @@ func (s *Server) dialBackend(ctx context.Context, host, addr string) (*backendCo
 		b.conn = tc
 	}
 	b.br = readerPool.Get().(*bufio.Reader)
-	b.out = b.conn
-	if r := rawIOFor(b.conn); r != nil {
-		b.br.Reset(r)
-		b.out = r
-	} else {
-		b.br.Reset(b.conn)
-	}
+	b.out = attachIO(b.conn, b.br)
 	return b, nil
 }
 

@@ -119,13 +119,7 @@ func (sess *session) serve() {
 	defer srv.recoverSession(sess)
 
 	sess.br = readerPool.Get().(*bufio.Reader)
-	sess.w = sess.conn
-	if r := rawIOFor(sess.raw); r != nil {
-		sess.br.Reset(r)
-		sess.w = r
-	} else {
-		sess.br.Reset(sess.raw)
-	}
+	sess.w = attachIO(sess.raw, sess.br)
 
 	if sess.l.cfg.ProxyProtocol {
 		if err := sess.readProxyHeader(); err != nil {
@@ -363,12 +357,17 @@ func (sess *session) write(b []byte) error {
 	return err
 }
 
-// rawIOFor returns raw I/O for c if it is plain TCP, else nil.
-func rawIOFor(c net.Conn) *rawIO {
+// attachIO points br at c, through raw I/O when c is plain TCP, and
+// returns what to write to c with.
+func attachIO(c net.Conn, br *bufio.Reader) io.Writer {
 	if tc, ok := c.(*net.TCPConn); ok {
-		return newRawIO(tc)
+		if r := newRawIO(tc); r != nil {
+			br.Reset(r)
+			return r
+		}
 	}
-	return nil
+	br.Reset(c)
+	return c
 }
 
 // readDeadline arms the pre-login read deadline before each command.
