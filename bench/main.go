@@ -1,13 +1,15 @@
-// Command bench measures Switchboard against direct Dovecot, Perdition and
-// Dovecot's own proxy mode, in one run on one machine, over the testbed of
+// Command bench measures Switchboard against direct Dovecot, a bare TCP
+// relay (the floor under any proxy), Perdition, Dovecot's own proxy mode
+// and nginx's mail proxy, in one run on one machine, over the testbed of
 // the integration tests (a real slapd and two real Dovecot backends with
 // seeded mailboxes). See docs/performance.md for the method and the knobs.
 //
-//	go run ./bench            # full run, about 15 minutes
-//	BENCH_QUICK=1 go run ./bench   # quick run, about 3 minutes
+//	go run ./bench            # full run, about 30 minutes
+//	BENCH_QUICK=1 go run ./bench   # quick run, about 4 minutes
 //
 // It writes one JSON line per figure to bench/results/<timestamp>.jsonl,
-// prints a markdown table of ratios to direct Dovecot and to Perdition, and
+// prints a markdown table of ratios to direct Dovecot, Perdition and the
+// relay, and
 // puts that table into docs/performance.md between its markers.
 package main
 
