@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"switchboard/internal/decay"
 )
 
 var (
@@ -610,20 +612,20 @@ func (c *Cluster) LoginFailed(ip netip.Addr, user string) {
 	if ip.IsValid() {
 		d, ok := c.local.ipFails[ip]
 		if !ok && len(c.local.ipFails) >= c.tabs.max {
-			evictLowest(c.local.ipFails, func(v decaying) float64 { return v.value(now, c.tabs.tau) })
+			evictLowest(c.local.ipFails, func(v decay.Count) float64 { return v.Value(now, c.tabs.tau) })
 			c.tabs.dropped++
 		}
-		c.local.ipFails[ip] = decaying{d.value(now, c.tabs.tau) + 1, now}
+		c.local.ipFails[ip] = d.Add(now, c.tabs.tau, 1)
 		c.local.dirtyIP[ip] = struct{}{}
 	}
 	if user != "" {
 		user = truncUser(user)
 		d, ok := c.local.userFails[user]
 		if !ok && len(c.local.userFails) >= c.tabs.max {
-			evictLowest(c.local.userFails, func(v decaying) float64 { return v.value(now, c.tabs.tau) })
+			evictLowest(c.local.userFails, func(v decay.Count) float64 { return v.Value(now, c.tabs.tau) })
 			c.tabs.dropped++
 		}
-		c.local.userFails[user] = decaying{d.value(now, c.tabs.tau) + 1, now}
+		c.local.userFails[user] = d.Add(now, c.tabs.tau, 1)
 		c.local.dirtyUser[user] = struct{}{}
 	}
 }
@@ -643,17 +645,17 @@ func (c *Cluster) FailureScore(ip netip.Addr, user string) (ipFails, userFails i
 	defer c.mu.Unlock()
 	var ipSum, userSum float64
 	if ip.IsValid() {
-		ipSum = c.local.ipFails[ip].value(now, tau)
+		ipSum = c.local.ipFails[ip].Value(now, tau)
 	}
 	if user != "" {
-		userSum = c.local.userFails[user].value(now, tau)
+		userSum = c.local.userFails[user].Value(now, tau)
 	}
 	for _, p := range c.peers {
 		if ip.IsValid() {
-			ipSum += p.ipFails[ip].value(now, tau)
+			ipSum += p.ipFails[ip].Value(now, tau)
 		}
 		if user != "" {
-			userSum += p.userFails[user].value(now, tau)
+			userSum += p.userFails[user].Value(now, tau)
 		}
 	}
 	return int(math.Round(ipSum)), int(math.Round(userSum))

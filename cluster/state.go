@@ -4,6 +4,8 @@ import (
 	"math"
 	"net/netip"
 	"time"
+
+	"switchboard/internal/decay"
 )
 
 // Each node is the only writer of its own state: backend health as its
@@ -30,20 +32,6 @@ const minScore = 0.05
 
 type sessKey struct{ user, proto string }
 
-// decaying is an exponentially decaying count: score at time at.
-type decaying struct {
-	score float64
-	at    time.Time
-}
-
-func (d decaying) value(now time.Time, tau time.Duration) float64 {
-	dt := now.Sub(d.at)
-	if dt <= 0 {
-		return d.score
-	}
-	return d.score * math.Exp(-float64(dt)/float64(tau))
-}
-
 type localHealth struct {
 	up bool
 	at time.Time // last SetBackendHealth
@@ -52,8 +40,8 @@ type localHealth struct {
 // localState is this node's own state; the Cluster's mutex guards it.
 type localState struct {
 	sessions  map[sessKey]int
-	ipFails   map[netip.Addr]decaying
-	userFails map[string]decaying
+	ipFails   map[netip.Addr]decay.Count
+	userFails map[string]decay.Count
 	health    map[string]localHealth
 
 	dirtySess   map[sessKey]struct{}
@@ -66,8 +54,8 @@ type localState struct {
 func newLocalState() localState {
 	return localState{
 		sessions:  make(map[sessKey]int),
-		ipFails:   make(map[netip.Addr]decaying),
-		userFails: make(map[string]decaying),
+		ipFails:   make(map[netip.Addr]decay.Count),
+		userFails: make(map[string]decay.Count),
 		health:    make(map[string]localHealth),
 		dirtySess: make(map[sessKey]struct{}),
 		dirtyIP:   make(map[netip.Addr]struct{}),
@@ -88,7 +76,7 @@ type remoteHealth struct {
 }
 
 type remoteScore struct {
-	decaying
+	decay.Count
 	ver uint64
 }
 
@@ -153,7 +141,7 @@ func evictLowest[K comparable, V any](m map[K]V, value func(V) float64) {
 // putScore sets m[k] under the table limit, evicting a low entry if needed.
 func putScore[K comparable](t *tables, m map[K]remoteScore, k K, v remoteScore, now time.Time) {
 	if _, ok := m[k]; !ok && len(m) >= t.max {
-		evictLowest(m, func(s remoteScore) float64 { return s.value(now, t.tau) })
+		evictLowest(m, func(s remoteScore) float64 { return s.Value(now, t.tau) })
 		t.dropped++
 	}
 	m[k] = v
@@ -200,13 +188,13 @@ func (t *tables) applyState(p *peerState, s *stateRecord, seq uint64, now time.T
 		if cur, ok := p.ipFails[r.IP]; ok && cur.ver > seq {
 			continue
 		}
-		putScore(t, p.ipFails, r.IP, remoteScore{decaying{r.Score, now}, seq}, now)
+		putScore(t, p.ipFails, r.IP, remoteScore{decay.Count{Score: r.Score, At: now}, seq}, now)
 	}
 	for _, r := range s.UserFails {
 		if cur, ok := p.userFails[r.User]; ok && cur.ver > seq {
 			continue
 		}
-		putScore(t, p.userFails, r.User, remoteScore{decaying{r.Score, now}, seq}, now)
+		putScore(t, p.userFails, r.User, remoteScore{decay.Count{Score: r.Score, At: now}, seq}, now)
 	}
 }
 
@@ -231,12 +219,12 @@ func (t *tables) sweepPeer(p *peerState, now time.Time, healthTTL time.Duration)
 		}
 	}
 	for k, v := range p.ipFails {
-		if v.value(now, t.tau) < minScore {
+		if v.Value(now, t.tau) < minScore {
 			delete(p.ipFails, k)
 		}
 	}
 	for k, v := range p.userFails {
-		if v.value(now, t.tau) < minScore {
+		if v.Value(now, t.tau) < minScore {
 			delete(p.userFails, k)
 		}
 	}
@@ -245,12 +233,12 @@ func (t *tables) sweepPeer(p *peerState, now time.Time, healthTTL time.Duration)
 // sweepLocal drops decayed local failure scores and stale health reports.
 func (t *tables) sweepLocal(l *localState, now time.Time, healthTTL time.Duration) {
 	for k, v := range l.ipFails {
-		if v.value(now, t.tau) < minScore {
+		if v.Value(now, t.tau) < minScore {
 			delete(l.ipFails, k)
 		}
 	}
 	for k, v := range l.userFails {
-		if v.value(now, t.tau) < minScore {
+		if v.Value(now, t.tau) < minScore {
 			delete(l.userFails, k)
 		}
 	}
@@ -322,11 +310,11 @@ func (t *tables) deltas(l *localState, origin string, now time.Time, refresh tim
 	}
 	clear(l.dirtySess)
 	for ip := range l.dirtyIP {
-		ch.ipFail(ipFailRecord{IP: ip, Score: l.ipFails[ip].value(now, t.tau)})
+		ch.ipFail(ipFailRecord{IP: ip, Score: l.ipFails[ip].Value(now, t.tau)})
 	}
 	clear(l.dirtyIP)
 	for u := range l.dirtyUser {
-		ch.userFail(userFailRecord{User: u, Score: l.userFails[u].value(now, t.tau)})
+		ch.userFail(userFailRecord{User: u, Score: l.userFails[u].Value(now, t.tau)})
 	}
 	clear(l.dirtyUser)
 	return ch.out
@@ -357,12 +345,12 @@ func (t *tables) snapshot(l *localState, now time.Time, budget int) *stateRecord
 		}
 	}
 	for ip, d := range l.ipFails {
-		if v := d.value(now, t.tau); v >= minScore && fits(21) {
+		if v := d.Value(now, t.tau); v >= minScore && fits(21) {
 			s.IPFails = append(s.IPFails, ipFailRecord{IP: ip, Score: v})
 		}
 	}
 	for u, d := range l.userFails {
-		if v := d.value(now, t.tau); v >= minScore && fits(len(u)+6) {
+		if v := d.Value(now, t.tau); v >= minScore && fits(len(u)+6) {
 			s.UserFails = append(s.UserFails, userFailRecord{User: u, Score: v})
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"switchboard/internal/decay"
 )
 
 func TestSeenWindow(t *testing.T) {
@@ -129,12 +131,12 @@ func TestStateTables(t *testing.T) {
 	// Failure scores: full tables evict a low entry instead.
 	ip := func(s string) netip.Addr { return netip.MustParseAddr(s) }
 	tb.applyState(p, &stateRecord{IPFails: []ipFailRecord{{ip("192.0.2.1"), 1}, {ip("192.0.2.2"), 50}, {ip("192.0.2.3"), 0.2}}}, 14, now)
-	if len(p.ipFails) != 2 || p.ipFails[ip("192.0.2.1")].score != 0 {
+	if len(p.ipFails) != 2 || p.ipFails[ip("192.0.2.1")].Score != 0 {
 		t.Errorf("ip table: %+v", p.ipFails)
 	}
 	// Decay: one time constant leaves 1/e.
-	d := decaying{score: 10, at: now}
-	if v := d.value(now.Add(time.Minute), time.Minute); math.Abs(v-10/math.E) > 1e-9 {
+	d := decay.Count{Score: 10, At: now}
+	if v := d.Value(now.Add(time.Minute), time.Minute); math.Abs(v-10/math.E) > 1e-9 {
 		t.Errorf("decayed value %v", v)
 	}
 	tb.sweepPeer(p, now.Add(2*time.Minute), time.Minute)

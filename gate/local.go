@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"switchboard/internal/decay"
 )
 
 // Local's defaults and limits, the same as package cluster's so that a
@@ -35,29 +37,12 @@ type Local struct {
 	mu        sync.Mutex
 	holds     map[string]time.Time // user -> expiry
 	sessions  map[sessKey]int
-	ipFails   map[netip.Addr]decaying
-	userFails map[string]decaying
+	ipFails   map[netip.Addr]decay.Count
+	userFails map[string]decay.Count
 	lastSweep time.Time
 }
 
 type sessKey struct{ user, proto string }
-
-// decaying is a count that fades exponentially with time constant tau.
-type decaying struct {
-	v  float64
-	at time.Time
-}
-
-func (d decaying) value(now time.Time, tau time.Duration) float64 {
-	if d.v == 0 {
-		return 0
-	}
-	age := now.Sub(d.at)
-	if age <= 0 {
-		return d.v
-	}
-	return d.v * math.Exp(-float64(age)/float64(tau))
-}
 
 // NewLocal returns an empty Local whose failure counts decay with time
 // constant failureWindow (15 min if zero), as cluster.FailureScore does.
@@ -70,8 +55,8 @@ func NewLocal(failureWindow time.Duration) *Local {
 		now:       time.Now,
 		holds:     make(map[string]time.Time),
 		sessions:  make(map[sessKey]int),
-		ipFails:   make(map[netip.Addr]decaying),
-		userFails: make(map[string]decaying),
+		ipFails:   make(map[netip.Addr]decay.Count),
+		userFails: make(map[string]decay.Count),
 	}
 }
 
@@ -161,14 +146,14 @@ func (l *Local) LoginFailed(ip netip.Addr, user string) {
 		if !ok && len(l.ipFails) >= maxLocalEntries {
 			dropOne(l.ipFails)
 		}
-		l.ipFails[ip] = decaying{d.value(now, l.tau) + 1, now}
+		l.ipFails[ip] = d.Add(now, l.tau, 1)
 	}
 	if user != "" {
 		d, ok := l.userFails[user]
 		if !ok && len(l.userFails) >= maxLocalEntries {
 			dropOne(l.userFails)
 		}
-		l.userFails[user] = decaying{d.value(now, l.tau) + 1, now}
+		l.userFails[user] = d.Add(now, l.tau, 1)
 	}
 }
 
@@ -179,10 +164,10 @@ func (l *Local) FailureScore(ip netip.Addr, user string) (ipFails, userFails int
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if ip.IsValid() {
-		ipFails = int(math.Round(l.ipFails[ip].value(now, l.tau)))
+		ipFails = int(math.Round(l.ipFails[ip].Value(now, l.tau)))
 	}
 	if user != "" {
-		userFails = int(math.Round(l.userFails[user].value(now, l.tau)))
+		userFails = int(math.Round(l.userFails[user].Value(now, l.tau)))
 	}
 	return ipFails, userFails
 }
@@ -200,12 +185,12 @@ func (l *Local) sweepLocked(now time.Time) {
 		}
 	}
 	for ip, d := range l.ipFails {
-		if d.value(now, l.tau) < forgetBelow {
+		if d.Value(now, l.tau) < forgetBelow {
 			delete(l.ipFails, ip)
 		}
 	}
 	for u, d := range l.userFails {
-		if d.value(now, l.tau) < forgetBelow {
+		if d.Value(now, l.tau) < forgetBelow {
 			delete(l.userFails, u)
 		}
 	}
