@@ -204,27 +204,7 @@ func TestClusterBad(t *testing.T) {
 			fixtures(t, dir)
 			clusterFixtures(t, dir)
 			_, err := load(t, dir, minimal+tt.body)
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("unexpected error:\n%v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("no error, want %q", tt.want)
-			}
-			got := strings.Split(strings.ReplaceAll(err.Error(), dir+string(filepath.Separator), ""), "\n")
-			for i := range got {
-				got[i] = strings.ReplaceAll(got[i], dir, "DIR")
-			}
-			if len(got) != len(tt.want) {
-				t.Fatalf("got %d errors, want %d:\n%s\nwant prefixes:\n%s", len(got), len(tt.want), strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
-			}
-			for i, w := range tt.want {
-				if !strings.HasPrefix(got[i], w) {
-					t.Errorf("error %d:\n got %s\nwant %s…", i, got[i], w)
-				}
-			}
+			checkErrors(t, dir, err, tt.want)
 		})
 	}
 }

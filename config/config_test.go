@@ -400,27 +400,7 @@ func TestBad(t *testing.T) {
 			dir := t.TempDir()
 			fixtures(t, dir)
 			_, err := load(t, dir, tt.body)
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("unexpected error:\n%v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("no error, want %q", tt.want)
-			}
-			got := strings.Split(strings.ReplaceAll(err.Error(), dir+string(filepath.Separator), ""), "\n")
-			for i := range got {
-				got[i] = strings.ReplaceAll(got[i], dir, "DIR")
-			}
-			if len(got) != len(tt.want) {
-				t.Fatalf("got %d errors, want %d:\n%s\nwant prefixes:\n%s", len(got), len(tt.want), strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
-			}
-			for i, w := range tt.want {
-				if !strings.HasPrefix(got[i], w) {
-					t.Errorf("error %d:\n got %s\nwant %s…", i, got[i], w)
-				}
-			}
+			checkErrors(t, dir, err, tt.want)
 		})
 	}
 }
@@ -530,5 +510,33 @@ func TestBackendTLSPorts(t *testing.T) {
 	}
 	if cfg.Backend.IMAPPort != 143 || cfg.Backend.POP3Port != 110 {
 		t.Fatalf("plaintext ports: %d, %d; want 143, 110", cfg.Backend.IMAPPort, cfg.Backend.POP3Port)
+	}
+}
+
+// checkErrors checks that err, loaded from dir, is exactly the errors whose
+// prefixes are want, one per line (dir shown as "DIR"); none if want is
+// empty.
+func checkErrors(t *testing.T, dir string, err error, want []string) {
+	t.Helper()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("unexpected error:\n%v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("no error, want %q", want)
+	}
+	got := strings.Split(strings.ReplaceAll(err.Error(), dir+string(filepath.Separator), ""), "\n")
+	for i := range got {
+		got[i] = strings.ReplaceAll(got[i], dir, "DIR")
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%s\nwant prefixes:\n%s", len(got), len(want), strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w) {
+			t.Errorf("error %d:\n got %s\nwant %s…", i, got[i], w)
+		}
 	}
 }
