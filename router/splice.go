@@ -39,10 +39,9 @@ type direction struct {
 	// readiness, splice(2), half-close and TCP_INFO.
 	srcTCP, dstTCP *net.TCPConn
 	w              *sockWaiter // on srcTCP
-	// out writes to dst: raw writes when dst is plain TCP, else dst.
-	out     io.Writer
-	spliced bool // both ends plain TCP: splice(2) for bulk
-	lr      io.LimitedReader
+	out            io.Writer   // writes to dst: raw writes when dst is plain TCP
+	spliced        bool        // both ends plain TCP: splice(2) for bulk
+	lr             io.LimitedReader
 
 	idleAt   time.Time    // when the session would be idle, re-armed from TCP_INFO
 	lingerAt atomic.Int64 // unix nanos: stop by then (set when the other side finished)
@@ -60,7 +59,7 @@ type direction struct {
 func (sess *session) splice(b *backendConn) {
 	if n := sess.br.Buffered(); n > 0 {
 		p, _ := sess.br.Peek(n)
-		if _, err := b.conn.Write(p); err != nil {
+		if _, err := b.out.Write(p); err != nil {
 			sess.fail(OutcomeOK, err)
 			sess.end()
 			return
@@ -69,7 +68,7 @@ func (sess *session) splice(b *backendConn) {
 	}
 	if n := b.br.Buffered(); n > 0 {
 		p, _ := b.br.Peek(n)
-		if _, err := sess.conn.Write(p); err != nil {
+		if _, err := sess.w.Write(p); err != nil {
 			sess.fail(OutcomeOK, err)
 			sess.end()
 			return
@@ -87,8 +86,8 @@ func (sess *session) splice(b *backendConn) {
 	b.conn.SetDeadline(time.Time{})
 
 	sp := &splicer{sess: sess}
-	sp.up = newDirection(sp, b.conn, sess.conn, sess.tcp, b.tcp)
-	sp.down = newDirection(sp, sess.conn, b.conn, b.tcp, sess.tcp)
+	sp.up = newDirection(sp, b.conn, b.out, sess.conn, sess.tcp, b.tcp)
+	sp.down = newDirection(sp, sess.conn, sess.w, b.conn, b.tcp, sess.tcp)
 	sp.up.other, sp.down.other = sp.down, sp.up
 	sp.left.Store(2)
 	sess.mu.Lock()
@@ -102,8 +101,10 @@ func (sess *session) splice(b *backendConn) {
 	runDirection(sp.down)
 }
 
-func newDirection(sp *splicer, dst, src net.Conn, srcTCP, dstTCP *net.TCPConn) *direction {
-	d := &direction{sp: sp, dst: dst, src: src, srcTCP: srcTCP, dstTCP: dstTCP}
+// newDirection copies from src to dst, writing through out (dst itself, or
+// the raw writer already made for it).
+func newDirection(sp *splicer, dst net.Conn, out io.Writer, src net.Conn, srcTCP, dstTCP *net.TCPConn) *direction {
+	d := &direction{sp: sp, dst: dst, out: out, src: src, srcTCP: srcTCP, dstTCP: dstTCP}
 	d.idleAt = time.Now().Add(sp.sess.srv.opts.idleTimeout())
 	if srcTCP != nil {
 		if rc, err := srcTCP.SyscallConn(); err == nil {
@@ -113,12 +114,6 @@ func newDirection(sp *splicer, dst, src net.Conn, srcTCP, dstTCP *net.TCPConn) *
 	_, srcPlain := src.(*net.TCPConn)
 	_, dstPlain := dst.(*net.TCPConn)
 	d.spliced = srcPlain && dstPlain && d.w != nil
-	d.out = dst
-	if dstPlain {
-		if r := newRawIO(dstTCP); r != nil {
-			d.out = r
-		}
-	}
 	d.lr.R = src
 	return d
 }
@@ -240,17 +235,16 @@ func (d *direction) waitActive() (ready bool, err error) {
 // pump moves what the source has ready. It returns nil when the source has
 // nothing more for now, io.EOF at its end, or the error that stopped it.
 func (d *direction) pump() (int64, error) {
-	if d.w != nil {
-		if _, ok := d.src.(*tls.Conn); !ok {
-			return d.pumpPlain()
-		}
+	tc, isTLS := d.src.(*tls.Conn)
+	if !isTLS && d.w != nil {
+		return d.pumpPlain() // non-blocking reads: no deadline involved
 	}
 	// waitActive leaves a deadline that has passed; reads must not fail
 	// on it. expired has just made sure the next deadline is ahead.
 	if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
 		return 0, err
 	}
-	if tc, ok := d.src.(*tls.Conn); ok {
+	if isTLS {
 		return d.pumpTLS(tc)
 	}
 	return d.pumpBlocking()
@@ -336,7 +330,7 @@ func (d *direction) pumpBlocking() (int64, error) {
 	defer copyBufPool.Put(bp)
 	n, err := d.src.Read(*bp)
 	if n > 0 {
-		if _, werr := d.dst.Write((*bp)[:n]); werr != nil {
+		if _, werr := d.out.Write((*bp)[:n]); werr != nil {
 			return int64(n), werr
 		}
 	}
@@ -358,7 +352,7 @@ func (d *direction) pumpTLS(tc *tls.Conn) (int64, error) {
 		}
 		n, err := tc.Read(buf)
 		if n > 0 {
-			if _, werr := d.dst.Write(buf[:n]); werr != nil {
+			if _, werr := d.out.Write(buf[:n]); werr != nil {
 				return total, werr
 			}
 			total += int64(n)
@@ -379,7 +373,7 @@ func (d *direction) pumpTLS(tc *tls.Conn) (int64, error) {
 		}
 		n, err = tc.Read(buf)
 		if n > 0 {
-			if _, werr := d.dst.Write(buf[:n]); werr != nil {
+			if _, werr := d.out.Write(buf[:n]); werr != nil {
 				return total, werr
 			}
 			total += int64(n)

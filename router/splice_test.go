@@ -30,7 +30,7 @@ func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 func testDirection(dst, src *net.TCPConn) *direction {
 	srv := New(&Options{})
 	sess := &session{srv: srv}
-	return newDirection(&splicer{sess: sess}, dst, src, src, dst)
+	return newDirection(&splicer{sess: sess}, dst, newRawIO(dst), src, src, dst)
 }
 
 // pumpAll runs a direction's pump and wait until the source's EOF, as
