@@ -41,20 +41,23 @@ func (w *sockWaiter) tryRead(buf []byte) (int, error) {
 	return w.n, w.err
 }
 
-func (w *sockWaiter) read(fd uintptr) {
+func (w *sockWaiter) read(fd uintptr) { w.n, w.err = readNow(fd, w.buf) }
+
+// readNow reads what fd holds into p without waiting: n bytes, (0, nil)
+// at EOF, or errWouldBlock when there is nothing yet.
+func readNow(fd uintptr, p []byte) (int, error) {
 	for {
-		n, err := rawRead(fd, w.buf)
+		n, err := rawRead(fd, p)
 		switch err {
 		case 0:
-			w.n = n
+			return n, nil
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			w.err = errWouldBlock
+			return 0, errWouldBlock
 		default:
-			w.err = os.NewSyscallError("read", err)
+			return 0, os.NewSyscallError("read", err)
 		}
-		return
 	}
 }
 
@@ -135,20 +138,12 @@ func (r *rawIO) Read(p []byte) (int, error) {
 }
 
 func (r *rawIO) read(fd uintptr) bool {
-	for {
-		n, err := rawRead(fd, r.rbuf)
-		switch err {
-		case 0:
-			r.rn = n
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false // nothing yet: wait until readable
-		default:
-			r.rerr = os.NewSyscallError("read", err)
-		}
-		return true
+	n, err := readNow(fd, r.rbuf)
+	if err == errWouldBlock {
+		return false // nothing yet: wait until readable
 	}
+	r.rn, r.rerr = n, err
+	return true
 }
 
 // Write writes all of p, or fails.
