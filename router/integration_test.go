@@ -1266,3 +1266,64 @@ func TestBackendTLS(t *testing.T) {
 		t.Fatalf("backend certificate from an unknown CA: %q", l)
 	}
 }
+
+// TestSessionEnds checks how a spliced session ends on either side. A
+// client that half-closes after its last command still gets the answer
+// (its end is passed on to the backend as a half-close); a backend that
+// hangs up after LOGOUT ends the session at once, the client reading
+// every byte the backend sent and then the end of the stream.
+func TestSessionEnds(t *testing.T) {
+	e := getEnv(t)
+	alice := e.user(t, "alice@example.org")
+	login := func(t *testing.T) *rawConn {
+		r := newRaw(t, dial(t, e.imap, e.trustedIP))
+		r.until("* OK")
+		r.send("a LOGIN " + alice.Mail + " " + alice.Password + "\r\n")
+		if l := r.until("a "); !strings.HasPrefix(l, "a OK") {
+			t.Fatalf("LOGIN: %q", l)
+		}
+		return r
+	}
+	t.Run("client half-closes", func(t *testing.T) {
+		r := login(t)
+		start := time.Now()
+		r.send("b SELECT INBOX\r\nc NOOP\r\n")
+		if err := r.c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if l := r.until("b "); !strings.HasPrefix(l, "b OK") {
+			t.Fatalf("SELECT after the client's half-close: %q", l)
+		}
+		if l := r.until("c "); !strings.HasPrefix(l, "c OK") {
+			t.Fatalf("NOOP after the client's half-close: %q", l)
+		}
+		if rest, err := io.ReadAll(r.br); err != nil {
+			t.Fatalf("after the answers: %v (read %q)", err, rest)
+		}
+		// The FIN came right behind the commands: it must be passed on
+		// at once, not found by a timeout (activeWait is 2 s).
+		if d := time.Since(start); d > 1500*time.Millisecond {
+			t.Fatalf("the session ended %v after the client's half-close", d)
+		}
+	})
+	t.Run("backend hangs up", func(t *testing.T) {
+		r := login(t)
+		start := time.Now()
+		r.send("z LOGOUT\r\n")
+		if l := r.until("* BYE"); l == "" {
+			t.Fatal("no BYE")
+		}
+		if l := r.until("z "); !strings.HasPrefix(l, "z OK") {
+			t.Fatalf("LOGOUT: %q", l)
+		}
+		// The client has not closed its side: the proxy must end the
+		// session by itself, well before the linger time.
+		rest, err := io.ReadAll(r.br)
+		if err != nil || len(rest) != 0 {
+			t.Fatalf("after LOGOUT: %q, %v; want the end of the stream", rest, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("the session ended %v after LOGOUT", d)
+		}
+	})
+}

@@ -41,7 +41,14 @@ type direction struct {
 	w              *sockWaiter // on srcTCP
 	out            io.Writer   // writes to dst: raw writes when dst is plain TCP
 	spliced        bool        // both ends plain TCP: splice(2) for bulk
+	srcTLS         bool
 	lr             io.LimitedReader
+
+	// pumpPlain's state, shared with its poller callback (bound once).
+	pumpReadFn func(fd uintptr) bool
+	moved      int64
+	perr       error
+	bigBurst   bool
 
 	idleAt   time.Time    // when the session would be idle, re-armed from TCP_INFO
 	lingerAt atomic.Int64 // unix nanos: stop by then (set when the other side finished)
@@ -113,7 +120,9 @@ func newDirection(sp *splicer, dst net.Conn, out io.Writer, src net.Conn, srcTCP
 	}
 	_, srcPlain := src.(*net.TCPConn)
 	_, dstPlain := dst.(*net.TCPConn)
+	_, d.srcTLS = src.(*tls.Conn)
 	d.spliced = srcPlain && dstPlain && d.w != nil
+	d.pumpReadFn = d.pumpRead
 	d.lr.R = src
 	return d
 }
@@ -142,6 +151,18 @@ func runDirection(d *direction) {
 		}
 		n, err := d.pump()
 		d.n += n
+		if err == errQuiet {
+			// Nothing came until the wait's deadline, which may have
+			// been the session's (an end, a kick): park only if not.
+			if stop, err := d.expired(time.Now()); stop {
+				d.finish(err)
+				return
+			}
+			if d.sp.sess.srv.parker.park(d) {
+				return
+			}
+			continue
+		}
 		if err != nil {
 			if err == io.EOF {
 				err = nil
@@ -154,6 +175,9 @@ func runDirection(d *direction) {
 			return
 		}
 		timeouts = 0
+		if d.plain() {
+			continue // pumpPlain waits for the source itself
+		}
 		// The source has nothing more for now: wait on this goroutine
 		// for a moment, then park.
 		ready, err := d.waitActive()
@@ -233,37 +257,78 @@ func (d *direction) waitActive() (ready bool, err error) {
 }
 
 // pump moves what the source has ready. It returns nil when the source has
-// nothing more for now, io.EOF at its end, or the error that stopped it.
+// nothing more for now, errQuiet when a plain source stayed quiet until
+// the wait's deadline, io.EOF at its end, or the error that stopped it.
 func (d *direction) pump() (int64, error) {
-	tc, isTLS := d.src.(*tls.Conn)
-	if !isTLS && d.w != nil {
-		return d.pumpPlain() // non-blocking reads: no deadline involved
+	if d.plain() {
+		return d.pumpPlain()
 	}
 	// waitActive leaves a deadline that has passed; reads must not fail
 	// on it. expired has just made sure the next deadline is ahead.
 	if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
 		return 0, err
 	}
-	if isTLS {
+	if tc, ok := d.src.(*tls.Conn); ok {
 		return d.pumpTLS(tc)
 	}
 	return d.pumpBlocking()
 }
+
+// plain reports whether the source is plain TCP with readiness to wait on.
+func (d *direction) plain() bool { return d.w != nil && !d.srcTLS }
+
+// errQuiet: the source had nothing to read until the wait's deadline.
+var errQuiet = errors.New("source quiet")
 
 // spliceMin is the burst size from which splice(2) beats a copy through a
 // buffer: below it, the pipe's extra syscalls cost more than copying a
 // few kilobytes.
 const spliceMin = 16 << 10
 
-// pumpPlain moves what a plain TCP source holds, without blocking. Each
-// burst is first read into a pooled buffer: most IMAP traffic is a few
-// small lines, and one read and one write is the fewest syscalls that
-// move them. When that read fills the buffer (a large FETCH or APPEND)
-// and the destination is plain TCP too, the rest of the burst is spliced,
-// zero-copy, while spliceMin or more is queued. Nothing is held between
-// bursts.
+// pumpPlain moves bytes from a plain TCP source as they come, for up to
+// activeWait of quiet (or the next deadline). Reading and waiting happen
+// in one poller operation (pumpRead): the read that finds the socket
+// empty goes straight to waiting, and the deadline is set once per
+// operation, not per burst.
+// Each burst is read into a pooled buffer and written on at once: most
+// IMAP traffic is a few small lines, and one read and one write is the
+// fewest syscalls that move them. When a read fills the buffer (a large
+// FETCH or APPEND) and the destination is plain TCP too, the rest of the
+// burst is spliced, zero-copy, while spliceMin or more is queued. Nothing
+// is held between bursts.
 func (d *direction) pumpPlain() (int64, error) {
-	var total int64
+	deadline := time.Now().Add(activeWait)
+	if next := d.nextDeadline(); next.Before(deadline) {
+		deadline = next
+	}
+	if err := d.src.SetReadDeadline(deadline); err != nil {
+		return 0, err
+	}
+	d.moved, d.perr, d.bigBurst = 0, nil, false
+	err := d.w.rc.Read(d.pumpReadFn)
+	n := d.moved
+	switch {
+	case err != nil && isTimeout(err) && d.perr == nil:
+		if n == 0 {
+			return 0, errQuiet
+		}
+		return n, nil // bytes flowed until the deadline: look again
+	case d.perr != nil:
+		return n, d.perr
+	case err != nil:
+		return n, err
+	case d.bigBurst:
+		m, err := d.spliceQueued()
+		return n + m, err
+	}
+	return n, nil
+}
+
+// pumpRead is pumpPlain's poller callback: it reads and forwards bursts
+// until the socket is drained (false: wait for more), or stops the
+// operation (true) at the source's end, on an error, or for a burst
+// large enough to splice.
+func (d *direction) pumpRead(fd uintptr) bool {
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := *bp
@@ -271,29 +336,28 @@ func (d *direction) pumpPlain() (int64, error) {
 		buf = buf[:spliceMin]
 	}
 	for {
-		n, err := d.w.tryRead(buf)
-		if n > 0 {
-			if _, werr := d.out.Write(buf[:n]); werr != nil {
-				return total, werr
-			}
-			total += int64(n)
-		}
+		n, err := readNow(fd, buf)
 		switch {
 		case err == errWouldBlock:
-			return total, nil
+			return false
 		case err != nil:
-			return total, err
+			d.perr = err
+			return true
 		case n == 0:
-			return total, io.EOF
-		case n < len(buf):
-			return total, nil // drained, most likely; waitActive checks
+			d.perr = io.EOF
+			return true
 		}
-		if d.spliced {
-			m, err := d.spliceQueued()
-			total += m
-			if err != nil {
-				return total, err
-			}
+		if _, err := d.out.Write(buf[:n]); err != nil {
+			d.perr = err
+			return true
+		}
+		d.moved += int64(n)
+		// A short read does not mean the socket is drained: it also
+		// takes in a FIN that came right behind the data, and nothing
+		// more would wake us for the end that the next read reports.
+		if n == len(buf) && d.spliced {
+			d.bigBurst = true
+			return true
 		}
 	}
 }
@@ -309,7 +373,7 @@ func (d *direction) spliceQueued() (int64, error) {
 		}
 		if total == 0 {
 			// A splice that finds the socket empty waits under the read
-			// deadline, which waitActive leaves in the past.
+			// deadline, which may have passed.
 			if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
 				return total, err
 			}
@@ -396,16 +460,21 @@ func (d *direction) finish(err error) {
 	d.done = true
 	d.err = err
 	sp := d.sp
-	// The first direction to end passes its end on as a half-close. The
-	// second needs none: the session closes both connections next, and
-	// with both sources read to their end, close sends the FIN.
+	// When the client ends first, its end is passed on to the backend as
+	// a half-close, and the backend has lingerTimeout to answer what it
+	// still has (a client that half-closes after its last command still
+	// gets the answer). When the backend ends first, the session is over:
+	// the client side stops at once, and the session's close sends the
+	// client its FIN after everything the backend sent.
 	first := !sp.stopping.Swap(true)
-	if err == nil && first {
-		closeWrite(d.dst)
-	}
 	linger := time.Now().Add(lingerTimeout)
-	if sp.sess.kickReason() != "" {
+	switch {
+	case sp.sess.kickReason() != "":
 		linger = time.Unix(1, 0)
+	case err == nil && first && d == sp.down:
+		linger = time.Unix(1, 0)
+	case err == nil && first:
+		closeWrite(d.dst)
 	}
 	o := d.other
 	o.lingerAt.CompareAndSwap(0, linger.UnixNano())

@@ -19,29 +19,13 @@ type sockWaiter struct {
 	readyFn    func(fd uintptr) bool
 	inqFn      func(fd uintptr)
 	readyNowFn func(fd uintptr)
-	readFn     func(fd uintptr)
 	n          int
 	isReady    bool
 	polled     bool // wait has asked the socket once
-	buf        []byte
-	err        error
 }
 
 // errWouldBlock: a non-blocking read found nothing to read.
 var errWouldBlock = errors.New("would block")
-
-// tryRead reads what the socket holds into buf without waiting: n bytes,
-// (0, nil) at EOF, or errWouldBlock.
-func (w *sockWaiter) tryRead(buf []byte) (int, error) {
-	w.buf, w.n, w.err = buf, 0, nil
-	if err := w.rc.Control(w.readFn); err != nil {
-		return 0, err
-	}
-	w.buf = nil
-	return w.n, w.err
-}
-
-func (w *sockWaiter) read(fd uintptr) { w.n, w.err = readNow(fd, w.buf) }
 
 // readNow reads what fd holds into p without waiting: n bytes, (0, nil)
 // at EOF, or errWouldBlock when there is nothing yet.
@@ -194,7 +178,6 @@ func newSockWaiter(rc syscall.RawConn) *sockWaiter {
 	w.readyFn = w.waitCheck
 	w.inqFn = w.inq
 	w.readyNowFn = w.checkReady
-	w.readFn = w.read
 	return w
 }
 

@@ -33,21 +33,19 @@ func testDirection(dst, src *net.TCPConn) *direction {
 	return newDirection(&splicer{sess: sess}, dst, newRawIO(dst), src, src, dst)
 }
 
-// pumpAll runs a direction's pump and wait until the source's EOF, as
-// runDirection does, without the session around it.
+// pumpAll runs a direction's pump until the source's EOF, as runDirection
+// does, without the session around it.
 func pumpAll(dst, src *net.TCPConn) (int64, error) {
 	d := testDirection(dst, src)
 	var total int64
 	for {
 		n, err := d.pump()
 		total += n
-		if err == io.EOF {
+		switch {
+		case err == io.EOF:
 			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-		if _, err := d.waitActive(); err != nil {
+		case err == errQuiet:
+		case err != nil:
 			return total, err
 		}
 	}
