@@ -35,6 +35,10 @@ type Config struct {
 	LogLevel string `toml:"log_level"`
 	// LogFormat is text or json.
 	LogFormat string `toml:"log_format"`
+	// LogFlushInterval is how long info and debug lines may wait to be
+	// written together; warnings and errors are written at once, with
+	// the lines before them. Zero writes every line at once.
+	LogFlushInterval Duration `toml:"log_flush_interval" zero:"off"`
 	// TrustedNetworks are the client networks (CIDR) allowed to log in
 	// with a plaintext password before TLS. See TrustedNets.
 	TrustedNetworks []string `toml:"trusted_networks"`
@@ -278,6 +282,7 @@ func Default() *Config {
 		Hostname:         host,                               // the machine's name, for greetings
 		LogLevel:         "info",                             // one line per session and problem
 		LogFormat:        "text",                             // slog's key=value lines; json for collectors
+		LogFlushInterval: D(100 * time.Millisecond),          // session lines written in batches; warnings at once
 		TrustedNetworks:  []string{"127.0.0.0/8", "::1/128"}, // loopback may log in without TLS
 		PreauthTimeout:   D(60 * time.Second),                // idle limit before login
 		IdleTimeout:      D(31 * time.Minute),                // RFC 9051 5.4 asks >= 30m; 1m of slack for IDLE refreshes

@@ -254,10 +254,23 @@ file = "users.map"
 		t.Errorf("map file = %q", cfg.Map.File)
 	}
 	var buf bytes.Buffer
-	cfg.Logger(&buf).Debug("hidden")
-	cfg.Logger(&buf).Info("shown")
+	log, flush := cfg.Logger(&buf)
+	log.Debug("hidden")
+	log.Info("shown")
+	if buf.Len() != 0 {
+		t.Errorf("an info line was written before the flush interval: %q", buf.String())
+	}
+	flush()
 	if strings.Contains(buf.String(), "hidden") || !strings.Contains(buf.String(), "shown") {
 		t.Errorf("logger at info wrote %q", buf.String())
+	}
+	// log_flush_interval = "0s" writes every line at once.
+	buf.Reset()
+	cfg.LogFlushInterval = D(0)
+	log, _ = cfg.Logger(&buf)
+	log.Info("now")
+	if !strings.Contains(buf.String(), "now") {
+		t.Errorf("unbatched logger wrote %q", buf.String())
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"switchboard/internal/logbuf"
 	"switchboard/route"
 )
 
@@ -54,11 +55,21 @@ func (cfg *Config) Level() slog.Level {
 	}
 }
 
-// Logger returns a logger writing to w at log_level in log_format.
-func (cfg *Config) Logger(w io.Writer) *slog.Logger {
+// Logger returns a logger writing to w at log_level in log_format,
+// batching lines for log_flush_interval, and the function that writes
+// what is waiting (call it before exiting).
+func (cfg *Config) Logger(w io.Writer) (*slog.Logger, func()) {
 	opts := &slog.HandlerOptions{Level: cfg.Level()}
+	bw := logbuf.NewWriter(w, cfg.LogFlushInterval.Duration, logBufferSize)
+	var h slog.Handler
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(bw, opts)
+	} else {
+		h = slog.NewTextHandler(bw, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(logbuf.NewHandler(h, bw)), bw.Flush
 }
+
+// logBufferSize is how much batched log text is written at once at the
+// latest, whatever the interval.
+const logBufferSize = 32 << 10

@@ -75,7 +75,8 @@ func (cfg *Config) validateTop(c *checker) {
 }
 
 // checkDurations reports every Duration in v that did not parse or is not
-// positive. Absent optional tables (nil pointers) are skipped.
+// positive (or, for a field tagged zero:"off", negative). Absent optional
+// tables (nil pointers) are skipped.
 func checkDurations(c *checker, v reflect.Value, path string) {
 	switch v.Kind() {
 	case reflect.Pointer:
@@ -93,7 +94,14 @@ func checkDurations(c *checker, v reflect.Value, path string) {
 			return
 		}
 		for i := range v.NumField() {
-			if name := tomlName(v.Type().Field(i)); name != "" {
+			f := v.Type().Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			if d, ok := v.Field(i).Interface().(Duration); ok && f.Tag.Get("zero") == "off" && d.err == nil && d.Duration == 0 {
+				continue // zero turns the feature off
+			}
+			if name := tomlName(f); name != "" {
 				checkDurations(c, v.Field(i), join(path, name))
 			}
 		}

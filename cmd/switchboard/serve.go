@@ -33,7 +33,8 @@ func runServe(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	logger := cfg.Logger(os.Stderr)
+	logger, flush := cfg.Logger(os.Stderr)
+	defer flush()
 	slog.SetDefault(logger)
 	if addr := os.Getenv("SWITCHBOARD_DEBUG_ADDR"); addr != "" {
 		startDebug(addr, logger)
