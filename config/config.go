@@ -54,9 +54,6 @@ type Config struct {
 	// DrainGrace is how long sessions may go on after SIGTERM before they
 	// are closed with a BYE.
 	DrainGrace Duration `toml:"drain_grace"`
-	// Procs is how many threads run Go code at once (GOMAXPROCS); zero
-	// sizes it to the load, from one up to the cores.
-	Procs int `toml:"procs"`
 
 	// TLS holds the listeners' certificates; nil without a [tls] table.
 	TLS *TLS `toml:"tls"`
@@ -292,7 +289,6 @@ func Default() *Config {
 		AuthFailDelay:    D(1 * time.Second),                 // slows password guessing without hurting typos
 		MaxPreauthErrors: 3,                                  // bad commands before "* BYE"
 		DrainGrace:       D(30 * time.Second),                // SIGTERM: sessions end by themselves or get a BYE after this
-		Procs:            0,                                  // sized to the load, one to the cores
 		TLS:              &TLS{},                             // no default certificate: cert and key are required
 		Listen:           nil,                                // no default listener: at least one is required
 		Backend: Backend{

@@ -69,9 +69,6 @@ func (cfg *Config) validateTop(c *checker) {
 	if d := cfg.IdleTimeout; d.err == nil && d.Duration > 0 && d.Duration < minIdleTimeout {
 		c.errorf("idle_timeout", "%v is too short: RFC 9051 section 5.4 requires at least 30m", d.Duration)
 	}
-	if cfg.Procs < 0 {
-		c.errorf("procs", "must be 0 (sized to the load) or a number of threads, not %d", cfg.Procs)
-	}
 	if cfg.MaxPreauthErrors < 1 {
 		c.errorf("max_preauth_errors", "must be at least 1, not %d", cfg.MaxPreauthErrors)
 	}

@@ -6,13 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 	"time"
 
 	"switchboard/cluster"
 	"switchboard/config"
-	"switchboard/internal/procs"
 	"switchboard/router"
 	sbtls "switchboard/tls"
 )
@@ -49,9 +47,6 @@ func runServe(args []string) int {
 }
 
 func serve(cfg *config.Config, logger *slog.Logger) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sizeScheduler(ctx, cfg.Procs, logger)
 	serverTLS, err := newServerTLS(cfg, logger)
 	if err != nil {
 		return err
@@ -193,18 +188,4 @@ func tlsMode(s string) router.TLSMode {
 		return router.TLSNone
 	}
 	return router.TLSStartTLS
-}
-
-// sizeScheduler sets how many threads run Go code at once: the GOMAXPROCS
-// environment variable if set, else procs if positive, else a controller
-// that follows the load (internal/procs).
-func sizeScheduler(ctx context.Context, n int, logger *slog.Logger) {
-	switch {
-	case os.Getenv("GOMAXPROCS") != "":
-		logger.Info("scheduler size from the environment", "procs", runtime.GOMAXPROCS(0))
-	case n > 0:
-		runtime.GOMAXPROCS(n)
-	default:
-		go procs.New(procs.Options{Logger: logger}).Run(ctx)
-	}
 }
