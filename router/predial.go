@@ -4,8 +4,6 @@ import (
 	"crypto/tls"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Pre-dialling defaults.
@@ -171,9 +169,7 @@ func idleAlive(b *backendConn) bool {
 	}
 	alive := false
 	rc.Control(func(fd uintptr) {
-		var buf [1]byte
-		_, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		alive = err == unix.EAGAIN
+		alive = !peekReady(fd)
 	})
 	return alive
 }

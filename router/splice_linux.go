@@ -191,7 +191,7 @@ func (w *sockWaiter) readyNow() bool {
 	return w.isReady
 }
 
-func (w *sockWaiter) checkReady(fd uintptr) { w.isReady = w.ready(fd) }
+func (w *sockWaiter) checkReady(fd uintptr) { w.isReady = peekReady(fd) }
 
 // wait blocks until the socket has data, EOF or an error to report, or its
 // read deadline passes. It reads nothing.
@@ -210,10 +210,12 @@ func (w *sockWaiter) waitCheck(fd uintptr) bool {
 		return true
 	}
 	w.polled = true
-	return w.ready(fd)
+	return peekReady(fd)
 }
 
-func (w *sockWaiter) ready(fd uintptr) bool {
+// peekReady reports, with a non-blocking peek, whether fd has data, EOF
+// or an error to report.
+func peekReady(fd uintptr) bool {
 	var b [1]byte
 	_, _, err := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
