@@ -91,7 +91,11 @@ func (s *Server) dialBackend(ctx context.Context, host, addr string) (*backendCo
 			cfg = cfg.Clone()
 			cfg.ServerName, _, _ = net.SplitHostPort(addr)
 		}
-		tc := tls.Client(c, cfg)
+		var under net.Conn = c
+		if r := newRawIO(b.tcp); r != nil {
+			under = &rawTCPConn{TCPConn: b.tcp, io: r}
+		}
+		tc := tls.Client(under, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("TLS to backend: %w", err)

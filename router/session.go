@@ -293,11 +293,14 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // startTLS runs the server side of a TLS handshake on the client
 // connection, under a deadline, and resets the reader onto it.
 func (sess *session) startTLS() error {
-	var under net.Conn = sess.raw
+	under := sess.raw
+	if r, ok := sess.w.(*rawIO); ok {
+		under = &rawTCPConn{TCPConn: r.c, io: r}
+	}
 	if sess.br.Buffered() > 0 {
 		n := sess.br.Buffered()
 		pending, _ := sess.br.Peek(n)
-		under = &bufferedConn{Conn: sess.raw, r: io.MultiReader(bytesReader(pending), sess.raw)}
+		under = &bufferedConn{Conn: under, r: io.MultiReader(bytesReader(pending), under)}
 	}
 	tc := tls.Server(under, sess.srv.opts.TLS)
 	ctx, cancel := context.WithTimeout(sess.srv.ctx, handshakeTimeout)

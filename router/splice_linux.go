@@ -161,6 +161,17 @@ func (r *rawIO) write(fd uintptr) bool {
 	return true
 }
 
+// rawTCPConn is a plain TCP connection whose reads and writes go through
+// its raw I/O, for a TLS layer above it: TLS records then move without
+// the scheduler's syscall bookkeeping too.
+type rawTCPConn struct {
+	*net.TCPConn
+	io *rawIO
+}
+
+func (c *rawTCPConn) Read(p []byte) (int, error)  { return c.io.Read(p) }
+func (c *rawTCPConn) Write(p []byte) (int, error) { return c.io.Write(p) }
+
 // opError dresses err as net.Conn's own errors are, so logs and error
 // checks read the same.
 func (r *rawIO) opError(op string, err error) error {
