@@ -46,9 +46,10 @@ type direction struct {
 
 	// pumpPlain's state, shared with its poller callback (bound once).
 	pumpReadFn func(fd uintptr) bool
-	moved      int64
-	perr       error
-	bigBurst   bool
+	bp         *[]byte // the burst just read, in a pooled buffer
+	rn         int
+	rerr       error
+	lastBurst  time.Time // when pumpPlain last moved bytes
 
 	idleAt   time.Time    // when the session would be idle, re-armed from TCP_INFO
 	lingerAt atomic.Int64 // unix nanos: stop by then (set when the other side finished)
@@ -112,7 +113,9 @@ func (sess *session) splice(b *backendConn) {
 // the raw writer already made for it).
 func newDirection(sp *splicer, dst net.Conn, out io.Writer, src net.Conn, srcTCP, dstTCP *net.TCPConn) *direction {
 	d := &direction{sp: sp, dst: dst, out: out, src: src, srcTCP: srcTCP, dstTCP: dstTCP}
-	d.idleAt = time.Now().Add(sp.sess.srv.opts.idleTimeout())
+	now := time.Now()
+	d.idleAt = now.Add(sp.sess.srv.opts.idleTimeout())
+	d.lastBurst = now
 	if srcTCP != nil {
 		if rc, err := srcTCP.SyscallConn(); err == nil {
 			d.w = newSockWaiter(rc)
@@ -143,6 +146,9 @@ func (sp *splicer) wakeAll() {
 // a named function so stack dumps say what a goroutine is.
 func runDirection(d *direction) {
 	defer d.recoverPanic()
+	// Every start or resume begins a new quiet period: the direction was
+	// woken because something happened, and its source must be read.
+	d.lastBurst = time.Now()
 	timeouts := 0
 	for {
 		if stop, err := d.expired(time.Now()); stop {
@@ -161,6 +167,7 @@ func runDirection(d *direction) {
 			if d.sp.sess.srv.parker.park(d) {
 				return
 			}
+			d.lastBurst = time.Now() // not parked: wait here again
 			continue
 		}
 		if err != nil {
@@ -286,80 +293,85 @@ var errQuiet = errors.New("source quiet")
 const spliceMin = 16 << 10
 
 // pumpPlain moves bytes from a plain TCP source as they come, for up to
-// activeWait of quiet (or the next deadline). Reading and waiting happen
-// in one poller operation (pumpRead): the read that finds the socket
-// empty goes straight to waiting, and the deadline is set once per
-// operation, not per burst.
-// Each burst is read into a pooled buffer and written on at once: most
-// IMAP traffic is a few small lines, and one read and one write is the
-// fewest syscalls that move them. When a read fills the buffer (a large
-// FETCH or APPEND) and the destination is plain TCP too, the rest of the
-// burst is spliced, zero-copy, while spliceMin or more is queued. Nothing
-// is held between bursts.
+// activeWait of quiet (or the next deadline), with the deadline set once
+// for the whole stretch rather than per burst. Each read happens inside
+// the poller's read operation (pumpRead): the read that finds the socket
+// empty goes straight to waiting, with no separate call to ask whether
+// it is. Each burst is read into a pooled buffer, taken only while the
+// burst is moved, and written on at once: most IMAP traffic is a few
+// small lines, and one read and one write is the fewest syscalls that
+// move them. When a read fills the buffer (a large FETCH or APPEND) and
+// the destination is plain TCP too, the rest of the burst is spliced,
+// zero-copy, while spliceMin or more is queued.
 func (d *direction) pumpPlain() (int64, error) {
-	deadline := time.Now().Add(activeWait)
+	// Quiet is counted from the last burst, so a session parks activeWait
+	// after its last bytes however its bursts fell.
+	deadline := d.lastBurst.Add(activeWait)
 	if next := d.nextDeadline(); next.Before(deadline) {
 		deadline = next
 	}
 	if err := d.src.SetReadDeadline(deadline); err != nil {
 		return 0, err
 	}
-	d.moved, d.perr, d.bigBurst = 0, nil, false
-	err := d.w.rc.Read(d.pumpReadFn)
-	n := d.moved
-	switch {
-	case err != nil && isTimeout(err) && d.perr == nil:
-		if n == 0 {
-			return 0, errQuiet
+	var total int64
+	for {
+		d.rn, d.rerr = 0, nil
+		if err := d.w.rc.Read(d.pumpReadFn); err != nil {
+			if !isTimeout(err) {
+				return total, err
+			}
+			if total == 0 {
+				return 0, errQuiet
+			}
+			return total, nil // bytes flowed until the deadline: look again
 		}
-		return n, nil // bytes flowed until the deadline: look again
-	case d.perr != nil:
-		return n, d.perr
-	case err != nil:
-		return n, err
-	case d.bigBurst:
-		m, err := d.spliceQueued()
-		return n + m, err
+		if d.rerr != nil {
+			return total, d.rerr
+		}
+		if d.rn == 0 {
+			return total, io.EOF
+		}
+		buf := (*d.bp)[:d.rn]
+		full := d.spliced && d.rn == spliceMin
+		_, err := d.out.Write(buf)
+		copyBufPool.Put(d.bp)
+		d.bp = nil
+		if err != nil {
+			return total, err
+		}
+		total += int64(len(buf))
+		d.lastBurst = time.Now()
+		if full {
+			m, err := d.spliceQueued()
+			total += m
+			if err != nil {
+				return total, err
+			}
+		}
 	}
-	return n, nil
 }
 
-// pumpRead is pumpPlain's poller callback: it reads and forwards bursts
-// until the socket is drained (false: wait for more), or stops the
-// operation (true) at the source's end, on an error, or for a burst
-// large enough to splice.
+// pumpRead is pumpPlain's poller callback: one non-blocking read into a
+// pooled buffer, kept in d.bp when it got bytes. It returns false (wait
+// for the socket) when there was nothing to read.
 func (d *direction) pumpRead(fd uintptr) bool {
 	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
 	buf := *bp
 	if d.spliced {
 		buf = buf[:spliceMin]
 	}
-	for {
-		n, err := readNow(fd, buf)
-		switch {
-		case err == errWouldBlock:
-			return false
-		case err != nil:
-			d.perr = err
-			return true
-		case n == 0:
-			d.perr = io.EOF
-			return true
-		}
-		if _, err := d.out.Write(buf[:n]); err != nil {
-			d.perr = err
-			return true
-		}
-		d.moved += int64(n)
-		// A short read does not mean the socket is drained: it also
-		// takes in a FIN that came right behind the data, and nothing
-		// more would wake us for the end that the next read reports.
-		if n == len(buf) && d.spliced {
-			d.bigBurst = true
-			return true
-		}
+	n, err := readNow(fd, buf)
+	switch {
+	case err == errWouldBlock:
+		copyBufPool.Put(bp)
+		return false
+	case err != nil || n == 0:
+		copyBufPool.Put(bp)
+		d.rerr = err
+		return true
 	}
+	d.bp, d.rn = bp, n
+	return true
 }
 
 // spliceQueued splices from the source while it holds spliceMin bytes or
