@@ -2,7 +2,6 @@ package router
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base32"
@@ -303,9 +302,15 @@ func (sess *session) startTLS() error {
 		under = &bufferedConn{Conn: under, r: io.MultiReader(bytesReader(pending), under)}
 	}
 	tc := tls.Server(under, sess.srv.opts.TLS)
-	ctx, cancel := context.WithTimeout(sess.srv.ctx, handshakeTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
+	// A deadline bounds the handshake rather than a context, for which
+	// crypto/tls would start a goroutine per handshake to watch it. A
+	// drain, a kick or the server's close reach the handshake through the
+	// connection's deadlines or its close; the login phase sets its own
+	// deadlines next.
+	if err := sess.raw.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
+		return err
+	}
+	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
 	sess.conn = tc
