@@ -448,22 +448,13 @@ func (sess *session) kickReason() string {
 }
 
 func (sess *session) closeNow() {
-	sess.mu.Lock()
-	b := sess.backend
-	sp := sess.sp
-	sess.mu.Unlock()
-	// A splice direction reads one connection while it writes what it
-	// read to the other, and a close waits for the read to end: past
-	// deadlines first end any write stuck on a peer that does not read.
-	past := time.Unix(1, 0)
-	sess.raw.SetDeadline(past)
-	if b != nil {
-		b.conn.SetDeadline(past)
-	}
 	sess.raw.Close()
-	if b != nil {
+	sess.mu.Lock()
+	if b := sess.backend; b != nil {
 		b.conn.Close()
 	}
+	sp := sess.sp
+	sess.mu.Unlock()
 	if sp != nil {
 		// A closed socket leaves the parker's epoll set without an
 		// event: wake parked directions so they see the close.

@@ -41,7 +41,7 @@ type direction struct {
 	w              *sockWaiter // on srcTCP
 	out            io.Writer   // writes to dst: raw writes when dst is plain TCP
 	spliced        bool        // both ends plain TCP: splice(2) for bulk
-	srcTLS         bool
+	plainSrc       bool        // src is plain TCP with readiness to wait on: pumpPlain
 	lr             io.LimitedReader
 
 	// pumpPlain's state, shared with its poller callback (bound once).
@@ -123,7 +123,8 @@ func newDirection(sp *splicer, dst net.Conn, out io.Writer, src net.Conn, srcTCP
 	}
 	_, srcPlain := src.(*net.TCPConn)
 	_, dstPlain := dst.(*net.TCPConn)
-	_, d.srcTLS = src.(*tls.Conn)
+	_, srcTLS := src.(*tls.Conn)
+	d.plainSrc = d.w != nil && !srcTLS
 	d.spliced = srcPlain && dstPlain && d.w != nil
 	d.pumpReadFn = d.pumpRead
 	d.lr.R = src
@@ -182,7 +183,7 @@ func runDirection(d *direction) {
 			return
 		}
 		timeouts = 0
-		if d.plain() {
+		if d.plainSrc {
 			continue // pumpPlain waits for the source itself
 		}
 		// The source has nothing more for now: wait on this goroutine
@@ -267,7 +268,7 @@ func (d *direction) waitActive() (ready bool, err error) {
 // nothing more for now, errQuiet when a plain source stayed quiet until
 // the wait's deadline, io.EOF at its end, or the error that stopped it.
 func (d *direction) pump() (int64, error) {
-	if d.plain() {
+	if d.plainSrc {
 		return d.pumpPlain()
 	}
 	// waitActive leaves a deadline that has passed; reads must not fail
@@ -280,9 +281,6 @@ func (d *direction) pump() (int64, error) {
 	}
 	return d.pumpBlocking()
 }
-
-// plain reports whether the source is plain TCP with readiness to wait on.
-func (d *direction) plain() bool { return d.w != nil && !d.srcTLS }
 
 // errQuiet: the source had nothing to read until the wait's deadline.
 var errQuiet = errors.New("source quiet")
