@@ -42,6 +42,7 @@ type direction struct {
 	out            io.Writer   // writes to dst: raw writes when dst is plain TCP
 	spliced        bool        // both ends plain TCP: splice(2) for bulk
 	plainSrc       bool        // src is plain TCP with readiness to wait on: pumpPlain
+	small          []byte      // a TLS source's first read of each burst (pumpTLS)
 	lr             io.LimitedReader
 
 	// pumpPlain's state, shared with its poller callback (bound once).
@@ -49,7 +50,7 @@ type direction struct {
 	bp         *[]byte // the burst just read, in a pooled buffer
 	rn         int
 	rerr       error
-	lastBurst  time.Time // when pumpPlain last moved bytes
+	lastBurst  time.Time // when the pump last moved bytes
 
 	idleAt   time.Time    // when the session would be idle, re-armed from TCP_INFO
 	lingerAt atomic.Int64 // unix nanos: stop by then (set when the other side finished)
@@ -125,6 +126,9 @@ func newDirection(sp *splicer, dst net.Conn, out io.Writer, src net.Conn, srcTCP
 	_, dstPlain := dst.(*net.TCPConn)
 	_, srcTLS := src.(*tls.Conn)
 	d.plainSrc = d.w != nil && !srcTLS
+	if srcTLS {
+		d.small = make([]byte, tlsFirstRead)
+	}
 	d.spliced = srcPlain && dstPlain && d.w != nil
 	d.pumpReadFn = d.pumpRead
 	d.lr.R = src
@@ -182,19 +186,9 @@ func runDirection(d *direction) {
 			d.finish(err)
 			return
 		}
+		// Bytes moved; the pump waits for more itself (pumpBlocking's
+		// next read blocks under the next deadline).
 		timeouts = 0
-		if d.plainSrc {
-			continue // pumpPlain waits for the source itself
-		}
-		// The source has nothing more for now: wait on this goroutine
-		// for a moment, then park.
-		ready, err := d.waitActive()
-		if ready || err != nil {
-			continue
-		}
-		if d.sp.sess.srv.parker.park(d) {
-			return
-		}
 	}
 }
 
@@ -243,43 +237,40 @@ func (d *direction) nextDeadline() time.Time {
 	return t
 }
 
-// waitActive waits up to activeWait for the source to have something.
-func (d *direction) waitActive() (ready bool, err error) {
-	if d.w == nil {
-		return true, nil // no readiness to wait on: read (blocking)
-	}
-	deadline := time.Now().Add(activeWait)
-	if next := d.nextDeadline(); next.Before(deadline) {
-		deadline = next
-	}
-	if err := d.src.SetReadDeadline(deadline); err != nil {
-		return false, err
-	}
-	if err := d.w.wait(); err != nil {
-		if isTimeout(err) {
-			return false, nil
-		}
-		return false, err
-	}
-	return true, nil
-}
-
 // pump moves what the source has ready. It returns nil when the source has
-// nothing more for now, errQuiet when a plain source stayed quiet until
-// the wait's deadline, io.EOF at its end, or the error that stopped it.
+// nothing more for now, errQuiet when it stayed quiet until the wait's
+// deadline, io.EOF at its end, or the error that stopped it.
 func (d *direction) pump() (int64, error) {
 	if d.plainSrc {
 		return d.pumpPlain()
 	}
-	// waitActive leaves a deadline that has passed; reads must not fail
-	// on it. expired has just made sure the next deadline is ahead.
-	if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
-		return 0, err
-	}
 	if tc, ok := d.src.(*tls.Conn); ok {
 		return d.pumpTLS(tc)
 	}
+	if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
+		return 0, err
+	}
 	return d.pumpBlocking()
+}
+
+// armQuiet sets the source's read deadline for a stretch of waiting:
+// activeWait after the last burst (so a session parks activeWait after its
+// last bytes however its bursts fell), or the next deadline if that comes
+// first. A kick sets a past deadline after marking the session, so one
+// that came since expired looked is seen here, where this deadline may
+// just have replaced the kick's.
+func (d *direction) armQuiet() error {
+	deadline := d.lastBurst.Add(activeWait)
+	if next := d.nextDeadline(); next.Before(deadline) {
+		deadline = next
+	}
+	if err := d.src.SetReadDeadline(deadline); err != nil {
+		return err
+	}
+	if d.sp.sess.kickReason() != "" {
+		return errQuiet // expired tells the kick
+	}
+	return nil
 }
 
 // errQuiet: the source had nothing to read until the wait's deadline.
@@ -302,13 +293,7 @@ const spliceMin = 16 << 10
 // the destination is plain TCP too, the rest of the burst is spliced,
 // zero-copy, while spliceMin or more is queued.
 func (d *direction) pumpPlain() (int64, error) {
-	// Quiet is counted from the last burst, so a session parks activeWait
-	// after its last bytes however its bursts fell.
-	deadline := d.lastBurst.Add(activeWait)
-	if next := d.nextDeadline(); next.Before(deadline) {
-		deadline = next
-	}
-	if err := d.src.SetReadDeadline(deadline); err != nil {
+	if err := d.armQuiet(); err != nil {
 		return 0, err
 	}
 	var total int64
@@ -344,6 +329,16 @@ func (d *direction) pumpPlain() (int64, error) {
 			total += m
 			if err != nil {
 				return total, err
+			}
+			if m > 0 {
+				// spliceQueued waited under the next deadline: the
+				// quiet stretch starts again from now.
+				d.lastBurst = time.Now()
+				if err := d.armQuiet(); err == errQuiet {
+					return total, nil // kicked: expired tells
+				} else if err != nil {
+					return total, err
+				}
 			}
 		}
 	}
@@ -411,51 +406,89 @@ func (d *direction) pumpBlocking() (int64, error) {
 	return int64(n), err
 }
 
-// pumpTLS drains what a TLS source holds: records crypto/tls has already
-// read (under an expired deadline, which it treats as temporary), then one
-// more read from the socket whenever it has bytes.
+// tlsFirstRead is the size of a TLS source's first read of each burst:
+// most client commands fit whole.
+const tlsFirstRead = 128
+
+// pumpTLS moves what a TLS source sends as it comes, as pumpPlain does:
+// for up to activeWait of quiet (or the next deadline), under one deadline
+// set for the whole stretch. The first read of each burst, which is also
+// the wait for it, lands in the direction's small buffer, so no pooled
+// buffer is held while the source is quiet; a burst that fits is written
+// on from there. When the deadline passes during a read, crypto/tls was
+// waiting for bytes from the socket: it holds no whole record back, and
+// takes the timeout as temporary, keeping any partial record for the next
+// read. Parking on the socket then loses nothing.
 func (d *direction) pumpTLS(tc *tls.Conn) (int64, error) {
+	if err := d.armQuiet(); err != nil {
+		return 0, err
+	}
 	var total int64
+	for {
+		n, err := tc.Read(d.small)
+		if n > 0 {
+			d.lastBurst = time.Now()
+			var m int64
+			var werr error
+			if n == len(d.small) {
+				m, werr = d.drainTLS(tc, n)
+			} else {
+				_, werr = d.out.Write(d.small[:n])
+				m = int64(n)
+			}
+			total += m
+			if werr == errQuiet {
+				return total, nil // kicked: expired tells
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err != nil {
+			if !isTimeout(err) {
+				return total, err
+			}
+			if total == 0 {
+				return 0, errQuiet
+			}
+			return total, nil // bytes flowed until the deadline: look again
+		}
+	}
+}
+
+// drainTLS writes the n bytes in the small buffer and then what crypto/tls
+// already holds after them, through a pooled buffer. It reads under a past
+// deadline, so it never waits for the socket while holding the buffer,
+// then sets the stretch's deadline again (errQuiet: the session was
+// kicked). Errors from the reads are returned after what came before them
+// is written.
+func (d *direction) drainTLS(tc *tls.Conn, n int) (int64, error) {
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := *bp
-	past := time.Unix(1, 0)
+	copy(buf, d.small[:n])
+	if err := tc.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return 0, err
+	}
+	var total int64
 	for {
-		if err := tc.SetReadDeadline(past); err != nil {
-			return total, err
-		}
-		n, err := tc.Read(buf)
-		if n > 0 {
-			if _, werr := d.out.Write(buf[:n]); werr != nil {
-				return total, werr
+		m, rerr := tc.Read(buf[n:])
+		n += m
+		if n == len(buf) || rerr != nil {
+			if _, err := d.out.Write(buf[:n]); err != nil {
+				return total, err
 			}
 			total += int64(n)
+			n = 0
 		}
-		if err != nil && !isTimeout(err) {
-			return total, err
-		}
-		if n > 0 {
-			continue
-		}
-		if d.w != nil && !d.w.readyNow() {
-			return total, nil
-		}
-		// The socket has bytes: read at least one record, waiting for the
-		// rest of it if it is split.
-		if err := tc.SetReadDeadline(d.nextDeadline()); err != nil {
-			return total, err
-		}
-		n, err = tc.Read(buf)
-		if n > 0 {
-			if _, werr := d.out.Write(buf[:n]); werr != nil {
-				return total, werr
+		if rerr != nil {
+			if !isTimeout(rerr) {
+				return total, rerr
 			}
-			total += int64(n)
-		}
-		if err != nil {
-			return total, err
+			break // crypto/tls holds nothing more
 		}
 	}
+	return total, d.armQuiet()
 }
 
 var (

@@ -11,17 +11,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sockWaiter waits for a socket to become readable and tells how many
-// bytes it holds. Its callbacks are bound once, so waiting allocates
-// nothing.
+// sockWaiter is a source socket's raw connection, in whose poller wait
+// pumpPlain reads and with which the parker registers the socket, and it
+// tells how many bytes the socket holds. Its callback is bound once.
 type sockWaiter struct {
-	rc         syscall.RawConn
-	readyFn    func(fd uintptr) bool
-	inqFn      func(fd uintptr)
-	readyNowFn func(fd uintptr)
-	n          int
-	isReady    bool
-	polled     bool // wait has asked the socket once
+	rc    syscall.RawConn
+	inqFn func(fd uintptr)
+	n     int
 }
 
 // errWouldBlock: a non-blocking read found nothing to read.
@@ -186,42 +182,8 @@ func (r *rawIO) opError(op string, err error) error {
 
 func newSockWaiter(rc syscall.RawConn) *sockWaiter {
 	w := &sockWaiter{rc: rc}
-	w.readyFn = w.waitCheck
 	w.inqFn = w.inq
-	w.readyNowFn = w.checkReady
 	return w
-}
-
-// readyNow reports, without waiting, whether a read would not block: data,
-// EOF or an error.
-func (w *sockWaiter) readyNow() bool {
-	w.isReady = false
-	if w.rc.Control(w.readyNowFn) != nil {
-		return true // closed: let the read say so
-	}
-	return w.isReady
-}
-
-func (w *sockWaiter) checkReady(fd uintptr) { w.isReady = peekReady(fd) }
-
-// wait blocks until the socket has data, EOF or an error to report, or its
-// read deadline passes. It reads nothing.
-//
-// Only the first check before waiting asks the socket (the poller reports
-// edges, so data that came before the wait must be seen here); once the
-// poller has woken us, the socket is taken to be readable without another
-// syscall, and a spurious wake-up just finds nothing to read.
-func (w *sockWaiter) wait() error {
-	w.polled = false
-	return w.rc.Read(w.readyFn)
-}
-
-func (w *sockWaiter) waitCheck(fd uintptr) bool {
-	if w.polled {
-		return true
-	}
-	w.polled = true
-	return peekReady(fd)
 }
 
 // peekReady reports, with a non-blocking peek, whether fd has data, EOF

@@ -2,10 +2,13 @@ package router
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"testing"
 	"time"
+
+	"switchboard/internal/testbed"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -37,7 +40,10 @@ func testDirection(dst, src *net.TCPConn) *direction {
 // pumpAll runs a direction's pump until the source's EOF, as runDirection
 // does, without the session around it.
 func pumpAll(dst, src *net.TCPConn) (int64, error) {
-	d := testDirection(dst, src)
+	return pumpDirection(testDirection(dst, src))
+}
+
+func pumpDirection(d *direction) (int64, error) {
 	var total int64
 	for {
 		n, err := d.pump()
@@ -74,6 +80,71 @@ func TestPump(t *testing.T) {
 			inW.Write(chunk)
 		}
 		inW.CloseWrite()
+	}()
+	got, err := io.ReadAll(outR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-donec; err != nil {
+		t.Fatalf("pump: %v", err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("forwarded %d bytes, want %d (or content differs)", len(got), want.Len())
+	}
+}
+
+// TestPumpTLS checks that a direction with a TLS source forwards every
+// byte in order: bursts shorter than its first read, bursts that fill it
+// exactly, and larger ones drained through the pooled buffer, some spanning
+// several TLS records; it ends at the source's close_notify.
+func TestPumpTLS(t *testing.T) {
+	ca, err := testbed.NewCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := ca.Issue("pump.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inW, inR := tcpPair(t)
+	outW, outR := tcpPair(t)
+	defer inR.Close()
+	defer outW.Close()
+	src := tls.Server(&rawTCPConn{TCPConn: inR, io: newRawIO(inR)}, &tls.Config{Certificates: []tls.Certificate{cert}})
+	cli := tls.Client(inW, ca.ClientConfig("pump.test"))
+	hs := make(chan error, 1)
+	go func() { hs <- cli.Handshake() }()
+	if err := src.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-hs; err != nil {
+		t.Fatal(err)
+	}
+
+	sess := &session{srv: New(&Options{})}
+	d := newDirection(&splicer{sess: sess}, outW, newRawIO(outW), src, inR, outW)
+	donec := make(chan error, 1)
+	go func() {
+		_, err := pumpDirection(d)
+		outW.CloseWrite()
+		donec <- err
+	}()
+	var want bytes.Buffer
+	sizes := []int{1, tlsFirstRead - 1, tlsFirstRead, tlsFirstRead + 1, 2 * tlsFirstRead, 16<<10 - 1, 16 << 10, 16<<10 + 1, copyBufSize, copyBufSize + 1, 200 << 10}
+	go func() {
+		for i := 0; i < 3*len(sizes); i++ {
+			chunk := bytes.Repeat([]byte{byte(i)}, sizes[i%len(sizes)])
+			want.Write(chunk)
+			cli.Write(chunk)
+			if i%4 == 0 {
+				time.Sleep(5 * time.Millisecond) // a pause: the next burst starts a fresh read
+			}
+		}
+		cli.Close()
 	}()
 	got, err := io.ReadAll(outR)
 	if err != nil {
