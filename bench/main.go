@@ -72,7 +72,7 @@ func parseConfig() (*config, error) {
 	flag.DurationVar(&c.warmup, "warmup", envDuration("BENCH_WARMUP", def("1s", "500ms")), "unmeasured warm-up before each figure (BENCH_WARMUP)")
 	flag.DurationVar(&c.duration, "duration", envDuration("BENCH_DURATION", def("3s", "1s")), "measured window of each figure (BENCH_DURATION)")
 	flag.IntVar(&c.count, "count", envInt("BENCH_COUNT", 0), "measure this many sessions (or fetches) per figure instead of a fixed window (BENCH_COUNT)")
-	flag.IntVar(&c.rounds, "rounds", envInt("BENCH_ROUNDS", map[bool]int{false: 2, true: 1}[quick]), "rounds of each session and bulk figure over all targets, in rotated order; the figure is their mean (BENCH_ROUNDS)")
+	flag.IntVar(&c.rounds, "rounds", envInt("BENCH_ROUNDS", map[bool]int{false: 3, true: 1}[quick]), "rounds of each session and bulk figure over all targets, in rotated order; the figure is their mean (BENCH_ROUNDS)")
 	flag.StringVar(&conc, "concurrency", env("BENCH_CONCURRENCY", "1,16,64"), "session workloads' concurrencies (BENCH_CONCURRENCY)")
 	flag.StringVar(&bulkConc, "bulk-concurrency", env("BENCH_BULK_CONCURRENCY", "1,4"), "bulk FETCH concurrencies (BENCH_BULK_CONCURRENCY)")
 	flag.StringVar(&tlsModes, "tls", env("BENCH_TLS", def("none,implicit,starttls", "none,implicit")), "TLS modes of the session workloads (BENCH_TLS)")
@@ -222,8 +222,11 @@ func run(ctx context.Context, cfg *config) error {
 		mode = "quick"
 	}
 	var rows []row
-	emit := func(r loadgen.Result) {
+	emit := func(r loadgen.Result, perRound []loadgen.Result) {
 		rw := row{Result: r, Run: runID, Mode: mode}
+		if len(perRound) > 1 {
+			rw.PerRound = perRound
+		}
 		rows = append(rows, rw)
 		if err := enc.Encode(rw); err != nil {
 			log.Printf("write %s: %v", outPath, err)
@@ -232,7 +235,7 @@ func run(ctx context.Context, cfg *config) error {
 	for _, t := range targets {
 		if t.skip != "" {
 			log.Printf("%s: not available: %s", t.name(), t.skip)
-			emit(loadgen.Result{Target: t.name(), Workload: "all", Skipped: t.skip})
+			emit(loadgen.Result{Target: t.name(), Workload: "all", Skipped: t.skip}, nil)
 		}
 	}
 
@@ -277,7 +280,7 @@ func run(ctx context.Context, cfg *config) error {
 			}
 		}
 		for _, t := range order {
-			emit(meanResult(got[t]))
+			emit(meanResult(got[t]), got[t])
 		}
 	}
 	table := renderTable(rows, cfg, runID, time.Since(started))
@@ -387,11 +390,14 @@ func meanResult(rs []loadgen.Result) loadgen.Result {
 	return m
 }
 
-// row is one JSON line: a result plus the run it belongs to.
+// row is one JSON line: a result plus the run it belongs to, and the
+// rounds it is the mean of, in order (round k of every target ran close
+// together in time, so they pair).
 type row struct {
 	loadgen.Result
-	Run  string `json:"run"`
-	Mode string `json:"mode"`
+	Run      string           `json:"run"`
+	Mode     string           `json:"mode"`
+	PerRound []loadgen.Result `json:"per_round,omitempty"`
 }
 
 func summary(r loadgen.Result) string {

@@ -113,6 +113,15 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 		}
 		return nil
 	}
+	findRounds := func(target string, m metric) []loadgen.Result {
+		for i := range rows {
+			r := &rows[i]
+			if r.Target == target && r.Workload == m.workload && r.TLS == m.tls && r.Concurrency == m.conc && r.Skipped == "" {
+				return r.PerRound
+			}
+		}
+		return nil
+	}
 	var b strings.Builder
 	mode := "full"
 	if cfg.quick {
@@ -171,7 +180,7 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 				}
 			}
 		}
-		cells = append(cells, goalCell, aheadCell(m, find))
+		cells = append(cells, goalCell, aheadCell(m, find, findRounds))
 		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
 	}
 	var other, otherMax float64
@@ -199,14 +208,25 @@ func renderTable(rows []row, cfg *config, runID string, took time.Duration) stri
 }
 
 // aheadCell says whether Switchboard is ahead of every other proxy
-// measured on m's line, and names those it is not ahead of.
-func aheadCell(m metric, find func(string, metric) *loadgen.Result) string {
+// measured on m's line (on the mean of the rounds), and names those it is
+// not ahead of. With several rounds it also says, for any proxy that did
+// not lose every round, in how many rounds each was ahead: rounds of a
+// figure run every target close together in time, so they pair, and a
+// lead that flips from round to round is noise.
+func aheadCell(m metric, find func(string, metric) *loadgen.Result, findRounds func(string, metric) []loadgen.Result) string {
 	sb := find("switchboard", m)
 	if sb == nil {
 		return ""
 	}
 	v := m.value(sb)
-	var behind []string
+	better := func(a, b float64) bool { // a strictly better than b
+		if m.higher {
+			return a > b
+		}
+		return a < b
+	}
+	sbRounds := findRounds("switchboard", m)
+	var behind, split []string
 	n := 0
 	for _, t := range otherProxies {
 		r := find(t, m)
@@ -215,17 +235,35 @@ func aheadCell(m metric, find func(string, metric) *loadgen.Result) string {
 		}
 		n++
 		o := m.value(r)
-		if (m.higher && o >= v) || (!m.higher && o <= v) {
-			behind = append(behind, fmt.Sprintf("**not ahead of %s** (%s)", t, fmt.Sprintf(m.format, o)))
+		won, rounds := 0, 0
+		if tr := findRounds(t, m); len(tr) > 1 && len(tr) == len(sbRounds) {
+			rounds = len(tr)
+			for i := range tr {
+				if better(m.value(&sbRounds[i]), m.value(&tr[i])) {
+					won++
+				}
+			}
+		}
+		tally := ""
+		if rounds > 0 {
+			tally = fmt.Sprintf("; Switchboard ahead in %d of %d rounds", won, rounds)
+		}
+		switch {
+		case !better(v, o):
+			behind = append(behind, fmt.Sprintf("**not ahead of %s** (%s%s)", t, fmt.Sprintf(m.format, o), tally))
+		case rounds > 0 && won < rounds:
+			split = append(split, fmt.Sprintf("%s ahead in %d of %d rounds", t, rounds-won, rounds))
 		}
 	}
 	switch {
 	case n == 0:
 		return ""
-	case len(behind) == 0:
+	case len(behind) == 0 && len(split) == 0:
 		return "yes"
+	case len(behind) == 0:
+		return "yes (" + strings.Join(split, ", ") + ")"
 	default:
-		return strings.Join(behind, ", ")
+		return strings.Join(append(behind, split...), ", ")
 	}
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Switchboard's benchmark (see docs/performance.md):
 #
-#   make bench                  # full run, about 30 minutes
+#   make bench                  # full run, about 40 minutes
 #   BENCH_QUICK=1 make bench    # quick run, about 4 minutes
 #
 # Other BENCH_* variables and any arguments are passed on (bench -h lists
