@@ -67,6 +67,7 @@ func TestPump(t *testing.T) {
 	defer inR.Close()
 	defer outW.Close()
 	var want bytes.Buffer
+	wrotec := make(chan struct{})
 	donec := make(chan error, 1)
 	go func() {
 		_, err := pumpAll(outW, inR)
@@ -80,17 +81,9 @@ func TestPump(t *testing.T) {
 			inW.Write(chunk)
 		}
 		inW.CloseWrite()
+		close(wrotec)
 	}()
-	got, err := io.ReadAll(outR)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-donec; err != nil {
-		t.Fatalf("pump: %v", err)
-	}
-	if !bytes.Equal(got, want.Bytes()) {
-		t.Fatalf("forwarded %d bytes, want %d (or content differs)", len(got), want.Len())
-	}
+	checkForwarded(t, outR, donec, wrotec, &want)
 }
 
 // TestPumpTLS checks that a direction with a TLS source forwards every
@@ -134,6 +127,7 @@ func TestPumpTLS(t *testing.T) {
 		donec <- err
 	}()
 	var want bytes.Buffer
+	wrotec := make(chan struct{})
 	sizes := []int{1, tlsFirstRead - 1, tlsFirstRead, tlsFirstRead + 1, 2 * tlsFirstRead, 16<<10 - 1, 16 << 10, 16<<10 + 1, copyBufSize, copyBufSize + 1, 200 << 10}
 	go func() {
 		for i := 0; i < 3*len(sizes); i++ {
@@ -145,7 +139,15 @@ func TestPumpTLS(t *testing.T) {
 			}
 		}
 		cli.Close()
+		close(wrotec)
 	}()
+	checkForwarded(t, outR, donec, wrotec, &want)
+}
+
+// checkForwarded reads what the direction wrote until its EOF and checks
+// it against what the writer sent, once both are done.
+func checkForwarded(t *testing.T, outR net.Conn, donec <-chan error, wrotec <-chan struct{}, want *bytes.Buffer) {
+	t.Helper()
 	got, err := io.ReadAll(outR)
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +155,7 @@ func TestPumpTLS(t *testing.T) {
 	if err := <-donec; err != nil {
 		t.Fatalf("pump: %v", err)
 	}
+	<-wrotec
 	if !bytes.Equal(got, want.Bytes()) {
 		t.Fatalf("forwarded %d bytes, want %d (or content differs)", len(got), want.Len())
 	}
