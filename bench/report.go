@@ -101,24 +101,24 @@ func metrics(cfg *config) []metric {
 // per target, each value followed by its ratio to direct Dovecot (×d) and
 // to Perdition (×p).
 func renderTable(rows []row, cfg *config, runID string, took time.Duration) string {
-	find := func(target string, m metric) *loadgen.Result {
+	findRow := func(target string, m metric) *row {
 		for i := range rows {
-			r := &rows[i].Result
+			r := &rows[i]
 			if r.Target == target && r.Workload == m.workload && r.TLS == m.tls && r.Concurrency == m.conc && r.Skipped == "" {
-				if m.value(r) == 0 {
-					return nil
-				}
 				return r
 			}
 		}
 		return nil
 	}
+	find := func(target string, m metric) *loadgen.Result {
+		if r := findRow(target, m); r != nil && m.value(&r.Result) != 0 {
+			return &r.Result
+		}
+		return nil
+	}
 	findRounds := func(target string, m metric) []loadgen.Result {
-		for i := range rows {
-			r := &rows[i]
-			if r.Target == target && r.Workload == m.workload && r.TLS == m.tls && r.Concurrency == m.conc && r.Skipped == "" {
-				return r.PerRound
-			}
+		if r := findRow(target, m); r != nil {
+			return r.PerRound
 		}
 		return nil
 	}

@@ -38,11 +38,11 @@ type direction struct {
 	// srcTCP and dstTCP are the TCP connections under src and dst, for
 	// readiness, splice(2), half-close and TCP_INFO.
 	srcTCP, dstTCP *net.TCPConn
-	w              *sockWaiter // on srcTCP
-	out            io.Writer   // writes to dst: raw writes when dst is plain TCP
-	spliced        bool        // both ends plain TCP: splice(2) for bulk
-	plainSrc       bool        // src is plain TCP with readiness to wait on: pumpPlain
-	small          []byte      // a TLS source's first read of each burst (pumpTLS)
+	w              *rawSock  // on srcTCP
+	out            io.Writer // writes to dst: raw writes when dst is plain TCP
+	spliced        bool      // both ends plain TCP: splice(2) for bulk
+	plainSrc       bool      // src is plain TCP with readiness to wait on: pumpPlain
+	small          []byte    // a TLS source's first read of each burst (pumpTLS)
 	lr             io.LimitedReader
 
 	// pumpPlain's state, shared with its poller callback (bound once).
@@ -119,7 +119,7 @@ func newDirection(sp *splicer, dst net.Conn, out io.Writer, src net.Conn, srcTCP
 	d.lastBurst = now
 	if srcTCP != nil {
 		if rc, err := srcTCP.SyscallConn(); err == nil {
-			d.w = newSockWaiter(rc)
+			d.w = newRawSock(rc)
 		}
 	}
 	_, srcPlain := src.(*net.TCPConn)
@@ -239,7 +239,8 @@ func (d *direction) nextDeadline() time.Time {
 
 // pump moves what the source has ready. It returns nil when the source has
 // nothing more for now, errQuiet when it stayed quiet until the wait's
-// deadline, io.EOF at its end, or the error that stopped it.
+// deadline or the session was kicked (runDirection asks expired which),
+// io.EOF at its end, or the error that stopped it.
 func (d *direction) pump() (int64, error) {
 	if d.plainSrc {
 		return d.pumpPlain()
@@ -268,7 +269,7 @@ func (d *direction) armQuiet() error {
 		return err
 	}
 	if d.sp.sess.kickReason() != "" {
-		return errQuiet // expired tells the kick
+		return errQuiet // runDirection's expired tells the kick
 	}
 	return nil
 }
@@ -334,9 +335,7 @@ func (d *direction) pumpPlain() (int64, error) {
 				// spliceQueued waited under the next deadline: the
 				// quiet stretch starts again from now.
 				d.lastBurst = time.Now()
-				if err := d.armQuiet(); err == errQuiet {
-					return total, nil // kicked: expired tells
-				} else if err != nil {
+				if err := d.armQuiet(); err != nil {
 					return total, err
 				}
 			}
@@ -437,9 +436,6 @@ func (d *direction) pumpTLS(tc *tls.Conn) (int64, error) {
 				m = int64(n)
 			}
 			total += m
-			if werr == errQuiet {
-				return total, nil // kicked: expired tells
-			}
 			if werr != nil {
 				return total, werr
 			}
@@ -459,8 +455,8 @@ func (d *direction) pumpTLS(tc *tls.Conn) (int64, error) {
 // drainTLS writes the n bytes in the small buffer and then what crypto/tls
 // already holds after them, through a pooled buffer. It reads under a past
 // deadline, so it never waits for the socket while holding the buffer,
-// then sets the stretch's deadline again (errQuiet: the session was
-// kicked). Errors from the reads are returned after what came before them
+// then sets the stretch's deadline again (armQuiet's errQuiet when the
+// session was kicked). Errors from the reads are returned after what came before them
 // is written.
 func (d *direction) drainTLS(tc *tls.Conn, n int) (int64, error) {
 	bp := copyBufPool.Get().(*[]byte)

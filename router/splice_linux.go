@@ -11,10 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sockWaiter is a source socket's raw connection, in whose poller wait
-// pumpPlain reads and with which the parker registers the socket, and it
-// tells how many bytes the socket holds. Its callback is bound once.
-type sockWaiter struct {
+// rawSock is a source socket's raw connection: pumpPlain reads inside its
+// poller wait, the parker registers the socket through it, and it tells
+// how many bytes the socket holds. Its callback is bound once.
+type rawSock struct {
 	rc    syscall.RawConn
 	inqFn func(fd uintptr)
 	n     int
@@ -180,8 +180,8 @@ func (r *rawIO) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: r.c.LocalAddr(), Addr: r.c.RemoteAddr(), Err: err}
 }
 
-func newSockWaiter(rc syscall.RawConn) *sockWaiter {
-	w := &sockWaiter{rc: rc}
+func newRawSock(rc syscall.RawConn) *rawSock {
+	w := &rawSock{rc: rc}
 	w.inqFn = w.inq
 	return w
 }
@@ -196,13 +196,13 @@ func peekReady(fd uintptr) bool {
 }
 
 // queued returns the bytes waiting to be read (SIOCINQ), or -1.
-func (w *sockWaiter) queued() int {
+func (w *rawSock) queued() int {
 	w.n = -1
 	w.rc.Control(w.inqFn)
 	return w.n
 }
 
-func (w *sockWaiter) inq(fd uintptr) {
+func (w *rawSock) inq(fd uintptr) {
 	if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
 		w.n = v
 	}
