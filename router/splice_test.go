@@ -60,30 +60,83 @@ func pumpDirection(d *direction) (int64, error) {
 }
 
 // TestPump checks that a plain direction forwards every byte in order, in
-// bursts of all sizes (copied and spliced), and ends at the source's EOF.
+// bursts of all sizes (copied and spliced), and ends at the source's EOF:
+// back to back, with pauses (each burst found by a new wait, and the EOF
+// passed on at once, not at the end of a quiet stretch), and to a
+// destination whose reader is slow (writes that wait).
 func TestPump(t *testing.T) {
-	inW, inR := tcpPair(t)   // writer -> spliced source
-	outW, outR := tcpPair(t) // spliced destination -> reader
-	defer inR.Close()
-	defer outW.Close()
-	var want bytes.Buffer
-	wrotec := make(chan struct{})
-	donec := make(chan error, 1)
-	go func() {
-		_, err := pumpAll(outW, inR)
-		outW.CloseWrite()
-		donec <- err
-	}()
-	go func() {
-		for i := 0; i < 200; i++ {
-			chunk := bytes.Repeat([]byte{byte(i)}, 1+i*977)
-			want.Write(chunk)
-			inW.Write(chunk)
-		}
-		inW.CloseWrite()
-		close(wrotec)
-	}()
-	checkForwarded(t, outR, donec, wrotec, &want)
+	for _, tc := range []struct {
+		name        string
+		pauseEvery  int           // the writer pauses after every so many chunks
+		readerDelay time.Duration // the reader sleeps before each read
+	}{
+		{name: "back-to-back"},
+		{name: "pauses", pauseEvery: 3},
+		{name: "slow-reader", pauseEvery: 7, readerDelay: time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inW, inR := tcpPair(t)   // writer -> spliced source
+			outW, outR := tcpPair(t) // spliced destination -> reader
+			defer inR.Close()
+			defer outW.Close()
+			if tc.readerDelay > 0 {
+				// A send buffer of one loopback segment fills at once.
+				// (Smaller ones stall loopback's 64 KiB segments on the
+				// zero-window probe's backoff, for seconds.)
+				outW.SetWriteBuffer(64 << 10)
+			}
+			var want bytes.Buffer
+			wrotec := make(chan struct{})
+			donec := make(chan error, 1)
+			var closed, ended time.Time
+			go func() {
+				_, err := pumpAll(outW, inR)
+				ended = time.Now()
+				outW.CloseWrite()
+				donec <- err
+			}()
+			go func() {
+				for i := 0; i < 200; i++ {
+					size := 1 + i*977
+					if i%2 == 1 {
+						size = 1 + i%50 // a command line
+					}
+					chunk := bytes.Repeat([]byte{byte(i)}, size)
+					want.Write(chunk)
+					inW.Write(chunk)
+					if tc.pauseEvery > 0 && i%tc.pauseEvery == 0 {
+						time.Sleep(2 * time.Millisecond)
+					}
+				}
+				closed = time.Now()
+				inW.CloseWrite()
+				close(wrotec)
+			}()
+			var r io.Reader = outR
+			if tc.readerDelay > 0 {
+				r = &slowReader{r: outR, delay: tc.readerDelay, n: 64}
+			}
+			checkForwarded(t, r, donec, wrotec, &want)
+			if took := ended.Sub(closed); took >= activeWait/2 {
+				t.Errorf("the pump ended %v after the source's EOF", took)
+			}
+		})
+	}
+}
+
+// slowReader sleeps before each of its first n reads.
+type slowReader struct {
+	r     io.Reader
+	delay time.Duration
+	n     int
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if s.n > 0 {
+		s.n--
+		time.Sleep(s.delay)
+	}
+	return s.r.Read(p)
 }
 
 // TestPumpTLS checks that a direction with a TLS source forwards every
@@ -146,7 +199,7 @@ func TestPumpTLS(t *testing.T) {
 
 // checkForwarded reads what the direction wrote until its EOF and checks
 // it against what the writer sent, once both are done.
-func checkForwarded(t *testing.T, outR net.Conn, donec <-chan error, wrotec <-chan struct{}, want *bytes.Buffer) {
+func checkForwarded(t *testing.T, outR io.Reader, donec <-chan error, wrotec <-chan struct{}, want *bytes.Buffer) {
 	t.Helper()
 	got, err := io.ReadAll(outR)
 	if err != nil {
