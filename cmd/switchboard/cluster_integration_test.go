@@ -98,6 +98,7 @@ func (n *sbNode) start() {
 	for {
 		code, _ := n.healthz()
 		if code == http.StatusOK {
+			n.checkMonitorTuned(cmd.Process.Pid)
 			return
 		}
 		select {
@@ -110,6 +111,25 @@ func (n *sbNode) start() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// checkMonitorTuned checks that serve re-executed itself, in the same
+// process, with the runtime monitor's setting (monitor.go).
+func (n *sbNode) checkMonitorTuned(pid int) {
+	n.t.Helper()
+	if monitorEnv(os.Environ()) == nil {
+		return // the test's own GODEBUG says what to do
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok && strings.Contains(v, monitorGODEBUG) {
+			return
+		}
+	}
+	n.t.Errorf("%s: serve runs without GODEBUG=%s", n.name, monitorGODEBUG)
 }
 
 // waitProcess is the goroutine that reaps a node's process.

@@ -24,6 +24,7 @@ import (
 // themselves before they get a BYE (a second SIGTERM: at once); then the
 // checker, the cluster and the admin listener stop.
 func runServe(args []string) int {
+	monitorErr := tuneMonitor() // first: it may start the process again
 	f := newFlags("serve", "", os.Stderr)
 	if err := f.parse(args, 0); err != nil {
 		return exitStatus(err)
@@ -36,6 +37,9 @@ func runServe(args []string) int {
 	logger, flush := cfg.Logger(os.Stderr)
 	defer flush()
 	slog.SetDefault(logger)
+	if monitorErr != nil {
+		logger.Warn("runtime monitor left at Go's default", "err", monitorErr)
+	}
 	if addr := os.Getenv("SWITCHBOARD_DEBUG_ADDR"); addr != "" {
 		startDebug(addr, logger)
 	}
