@@ -54,6 +54,7 @@ type config struct {
 	keep        bool
 	hold        bool
 	switchboard string
+	baseline    string
 }
 
 var allTargets = []string{"direct", "relay", "perdition", "dovecot-proxy", "nginx", "switchboard"}
@@ -91,6 +92,7 @@ func parseConfig() (*config, error) {
 	flag.BoolVar(&c.keep, "keep", envBool("BENCH_KEEP"), "keep the testbed directory (logs, configs) after the run (BENCH_KEEP)")
 	flag.BoolVar(&c.hold, "hold", false, "start the testbed and the targets, print their addresses and a user, and wait for a signal instead of measuring")
 	flag.StringVar(&c.switchboard, "switchboard", env("BENCH_SWITCHBOARD", ""), "switchboard binary; empty builds ./cmd/switchboard (BENCH_SWITCHBOARD)")
+	flag.StringVar(&c.baseline, "baseline", env("BENCH_BASELINE", ""), "another switchboard binary (an earlier build, say), measured in the same run as target \"baseline\" (BENCH_BASELINE)")
 	flag.Parse()
 	if c.quick && !quick {
 		// -quick given on the command line: quick defaults for every
@@ -138,6 +140,11 @@ func parseConfig() (*config, error) {
 		if !contains(allTargets, t) {
 			return nil, fmt.Errorf("unknown target %q (%s)", t, strings.Join(allTargets, ", "))
 		}
+	}
+	if c.baseline != "" {
+		// Two builds side by side: rounds pair them as they pair the
+		// other targets.
+		c.targets = append(c.targets, "baseline")
 	}
 	c.workloads = list(workloads)
 	return c, nil

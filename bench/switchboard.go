@@ -14,15 +14,15 @@ import (
 	"switchboard/internal/testbed"
 )
 
-// startSwitchboard builds cmd/switchboard (unless -switchboard names a
-// binary), writes its configuration and runs `switchboard serve -config`.
+// startSwitchboard runs the binary bin (empty: it builds cmd/switchboard)
+// as the target called name: it writes its configuration and runs
+// `switchboard serve -config`.
 // Any failure makes the target skip itself with the reason, so the rest
 // of the benchmark stays usable while the proxy is being written.
-func startSwitchboard(ctx context.Context, cfg *config, c proxyConfig) (*target, error) {
+func startSwitchboard(ctx context.Context, name, bin string, c proxyConfig) (*target, error) {
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	bin := cfg.switchboard
 	if bin == "" {
 		bin = filepath.Join(c.Dir, "switchboard")
 		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/switchboard")
@@ -57,7 +57,7 @@ func startSwitchboard(ctx context.Context, cfg *config, c proxyConfig) (*target,
 	if err != nil {
 		return nil, err
 	}
-	t := &target{daemons: []*daemon{d}, lg: &loadgen.Target{Name: "switchboard", CAPEM: c.CAPEM, Addrs: map[string]string{
+	t := &target{daemons: []*daemon{d}, lg: &loadgen.Target{Name: name, CAPEM: c.CAPEM, Addrs: map[string]string{
 		"imap/none": addr(0), "imap/implicit": addr(1), "pop3/none": addr(2), "pop3/implicit": addr(3),
 	}}}
 	if err := d.waitGreeting(addr(0), "* OK", false); err != nil {

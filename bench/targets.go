@@ -87,7 +87,7 @@ func startTargets(ctx context.Context, cfg *config, tb *bed, dir string) []*targ
 			t = directTarget(tb)
 		case "relay":
 			t, err = startRelay(tb, filepath.Join(dir, name))
-		case "perdition", "dovecot-proxy", "nginx", "switchboard":
+		case "perdition", "dovecot-proxy", "nginx", "switchboard", "baseline":
 			pc, perr := tb.proxyConfig(filepath.Join(dir, name))
 			if perr != nil {
 				err = perr
@@ -101,7 +101,9 @@ func startTargets(ctx context.Context, cfg *config, tb *bed, dir string) []*targ
 			case "nginx":
 				t, err = startNginx(pc)
 			case "switchboard":
-				t, err = startSwitchboard(ctx, cfg, pc)
+				t, err = startSwitchboard(ctx, name, cfg.switchboard, pc)
+			case "baseline":
+				t, err = startSwitchboard(ctx, name, cfg.baseline, pc)
 			}
 		}
 		if err != nil {
