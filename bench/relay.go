@@ -112,7 +112,11 @@ func startRelay(tb *bed, dir string) (*target, error) {
 			routes = append(routes, listen+"="+backend)
 		}
 	}
-	d, err := startDaemon("relay", filepath.Join(dir, "relay.log"), []string{self}, relayEnv+"="+strings.Join(routes, ","))
+	// The relay is a Go program too: it gets the runtime monitor setting
+	// switchboard serve gives itself (cmd/switchboard/monitor.go), or the
+	// floor would carry a cost Switchboard no longer pays.
+	d, err := startDaemon("relay", filepath.Join(dir, "relay.log"), []string{self},
+		relayEnv+"="+strings.Join(routes, ","), "GODEBUG=schedtrace=2147483647")
 	if err != nil {
 		return nil, err
 	}
