@@ -124,6 +124,14 @@ func (n *sbNode) checkMonitorTuned(pid int) {
 	if err != nil {
 		n.t.Fatal(err)
 	}
+	// The process keeps the binary's name (ps, pgrep, the journal).
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(string(comm)), filepath.Base(binary); got != want {
+		n.t.Errorf("%s: re-executed serve is named %q, want %q", n.name, got, want)
+	}
 	for _, kv := range strings.Split(string(env), "\x00") {
 		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok && strings.Contains(v, monitorGODEBUG) {
 			return

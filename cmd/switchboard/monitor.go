@@ -60,7 +60,11 @@ func tuneMonitor() error {
 	if env == nil {
 		return nil
 	}
-	// /proc/self/exe is the very file running, even if the path now names
-	// a newer one (a rollout).
+	// The kernel names the process after the file executed ("switchboard"
+	// for ps, pgrep and the journal), so the binary's own path comes first;
+	// /proc/self/exe, the very file running, if that path is gone.
+	if path, err := os.Executable(); err == nil {
+		syscall.Exec(path, os.Args, env) // returns only if it failed
+	}
 	return os.NewSyscallError("execve", syscall.Exec("/proc/self/exe", os.Args, env))
 }
