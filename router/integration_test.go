@@ -549,6 +549,7 @@ func TestLDAPUnavailable(t *testing.T) {
 	if err := e.tb.LDAP.AddUsers(u); err != nil {
 		t.Fatal(err)
 	}
+	deleteAtEnd(t, e, e.tb.LDAP.UserDN(u.Mail)) // after slapd's restart below
 	alice := e.user(t, "alice@example.org")
 	e.imapClient(t, "imaps", alice.Mail, alice.Password).Logout().Wait() // warm alice's route
 	if err := e.tb.LDAP.Stop(); err != nil {
@@ -575,6 +576,15 @@ func TestLDAPUnavailable(t *testing.T) {
 	}
 	// A cached route still serves while LDAP is down.
 	e.imapClient(t, "imaps", alice.Mail, alice.Password).Logout().Wait()
+}
+
+// deleteAtEnd removes directory entries a test added, once it is done.
+func deleteAtEnd(t *testing.T, e *env, dns ...string) {
+	t.Cleanup(func() {
+		if err := e.tb.LDAP.Delete(dns...); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 // restartLDAP starts slapd again and waits until the map has noticed.
@@ -1133,6 +1143,7 @@ func TestAmbiguousEntryIsARoutingError(t *testing.T) {
 	if err := e.tb.LDAP.AddUsers(twin); err != nil {
 		t.Fatal(err)
 	}
+	deleteAtEnd(t, e, e.tb.LDAP.UserDN(twin.Mail), "uid=twin2,"+e.tb.LDAP.PeopleDN)
 	ldif := fmt.Sprintf(`dn: uid=twin2,%s
 objectClass: top
 objectClass: inetOrgPerson

@@ -353,6 +353,23 @@ func (s *Slapd) DialAdmin() (*ldap.Conn, error) {
 	return conn, nil
 }
 
+// Delete removes the entries named by dns, so a test can leave the
+// directory as it found it (go test -count=N runs it again on the same
+// testbed).
+func (s *Slapd) Delete(dns ...string) error {
+	conn, err := s.DialAdmin()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, dn := range dns {
+		if err := conn.Del(ldap.NewDelRequest(dn, nil)); err != nil {
+			return fmt.Errorf("testbed: delete %s: %w", dn, err)
+		}
+	}
+	return nil
+}
+
 // UserDN returns the DN of mail's entry: mail=<mail>,ou=people,dc=example,dc=org.
 func (s *Slapd) UserDN(mail string) string {
 	return "mail=" + ldap.EscapeDN(mail) + "," + s.PeopleDN
