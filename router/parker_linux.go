@@ -29,8 +29,9 @@ const parkerTick = 250 * time.Millisecond
 // deadline, rather than in a blocking epoll_wait. A goroutine blocked in a
 // system call holds its P until the runtime's monitor takes it away, and
 // each time it does the monitor goes back to waking every 20 µs for a
-// while: measured, that was a nanosleep per session under load, and half
-// of the proxy's voluntary context switches.
+// while. Measured on an idle node with one parked session, over 5 s:
+// 1,640 nanosleeps and 21.9 ms of CPU with the blocking wait, 492 and
+// 7.3 ms with this one.
 type parker struct {
 	srv  *Server
 	epfd int      // -1: parking unavailable, directions keep their goroutines
