@@ -1028,6 +1028,7 @@ func TestProxyProtocol(t *testing.T) {
 func TestPreDialledConnections(t *testing.T) {
 	e := getEnv(t)
 	carol := e.user(t, "carol@example.org")
+	backend := e.tb.Backends[carol.Hosts[0]].IMAPAddr
 	before := e.srv.Stats().PreDialUsed
 	for i := 0; i < 4; i++ {
 		c := e.imapClient(t, "imaps", carol.Mail, carol.Password)
@@ -1035,7 +1036,14 @@ func TestPreDialledConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Logout().Wait()
-		time.Sleep(50 * time.Millisecond) // let the pool refill
+		// Let the pool refill, as it would between two page loads.
+		deadline := time.Now().Add(10 * time.Second)
+		for e.srv.PreDialReady(route.IMAP, backend) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("login %d: no pre-dialled connection to %s after 10 s", i+1, backend)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	if used := e.srv.Stats().PreDialUsed - before; used < 3 {
 		t.Fatalf("%d of 4 logins used a pre-dialled connection, want at least 3", used)
