@@ -281,14 +281,12 @@ func (e *env) loggedInOn(t *testing.T, mail string) map[string]int {
 // returns the counts then.
 func (e *env) waitLogin(t *testing.T, mail, home string, before map[string]int) map[string]int {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		after := e.loggedInOn(t, mail)
-		if after[home] > before[home] || time.Now().After(deadline) {
-			return after
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var after map[string]int
+	within(3*time.Second, func() bool {
+		after = e.loggedInOn(t, mail)
+		return after[home] > before[home]
+	})
+	return after
 }
 
 func TestRoutesEachUserToItsBackend(t *testing.T) {
@@ -592,17 +590,13 @@ func restartLDAP(t *testing.T, e *env) {
 	if err := e.tb.LDAP.Start(); err != nil {
 		t.Fatalf("restarting slapd: %v", err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var err error
+	if !within(15*time.Second, func() bool {
 		e.cache.Invalidate("alice@example.org")
-		_, err := e.cache.Lookup(context.Background(), "alice@example.org")
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the map does not see slapd again: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+		_, err = e.cache.Lookup(context.Background(), "alice@example.org")
+		return err == nil
+	}) {
+		t.Fatalf("the map does not see slapd again: %v", err)
 	}
 }
 
@@ -832,15 +826,13 @@ func TestNoPasswordInLogs(t *testing.T) {
 		r.c.Close()
 	}
 	var logs string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	var n int
+	if !within(5*time.Second, func() bool {
 		logs = e.logs.String()
-		n := strings.Count(logs, "msg=session") - before
-		if n >= len(e.tb.Users) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d failed logins' sessions logged:\n%s", n, len(e.tb.Users), lastLines(logs, 5))
-		}
+		n = strings.Count(logs, "msg=session") - before
+		return n >= len(e.tb.Users)
+	}) {
+		t.Fatalf("%d of %d failed logins' sessions logged:\n%s", n, len(e.tb.Users), lastLines(logs, 5))
 	}
 	for _, u := range e.tb.Users {
 		for _, secret := range []string{u.Password, b64("\x00" + u.Mail + "\x00" + u.Password)} {
@@ -865,10 +857,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		c.Close() // half of them just hang up
 	}
 	waitQuiet(t, e)
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > base+2 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	within(10*time.Second, func() bool { return runtime.NumGoroutine() <= base+2 })
 	if n := runtime.NumGoroutine(); n > base+2 {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("%d goroutines, %d before the sessions:\n%s", n, base, buf[:runtime.Stack(buf, true)])
@@ -876,15 +865,22 @@ func TestNoGoroutineLeak(t *testing.T) {
 }
 
 func waitQuiet(t *testing.T, e *env) {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	if !within(10*time.Second, func() bool {
 		st := e.srv.Stats()
-		if st.ActiveIMAP == 0 && st.ActivePOP3 == 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+		return st.ActiveIMAP == 0 && st.ActivePOP3 == 0
+	}) {
+		t.Fatalf("sessions still active: %+v", e.srv.Stats())
 	}
-	t.Fatalf("sessions still active: %+v", e.srv.Stats())
+}
+
+// within polls cond until it holds or limit has passed, and says which.
+func within(limit time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestShutdownDrains(t *testing.T) {
@@ -1037,12 +1033,8 @@ func TestPreDialledConnections(t *testing.T) {
 		}
 		c.Logout().Wait()
 		// Let the pool refill, as it would between two page loads.
-		deadline := time.Now().Add(10 * time.Second)
-		for e.srv.PreDialReady(route.IMAP, backend) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("login %d: no pre-dialled connection to %s after 10 s", i+1, backend)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if !within(10*time.Second, func() bool { return e.srv.PreDialReady(route.IMAP, backend) > 0 }) {
+			t.Fatalf("login %d: no pre-dialled connection to %s after 10 s", i+1, backend)
 		}
 	}
 	if used := e.srv.Stats().PreDialUsed - before; used < 3 {
@@ -1072,10 +1064,7 @@ func TestIdleSessionsPark(t *testing.T) {
 		r.until("+ idling")
 		conns = append(conns, r)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for e.srv.Stats().Parked < 2*n && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	within(10*time.Second, func() bool { return e.srv.Stats().Parked >= 2*n })
 	if p := e.srv.Stats().Parked; p < 2*n {
 		t.Fatalf("%d directions parked, want %d", p, 2*n)
 	}
