@@ -26,6 +26,7 @@ import (
 	"switchboard/cluster"
 	"switchboard/gate"
 	"switchboard/ldapmap"
+	"switchboard/route"
 	"switchboard/router"
 )
 
@@ -399,7 +400,7 @@ func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (*ControlRe
 		writeJSON(w, http.StatusBadRequest, ControlResponse{Error: err.Error()})
 		return nil, false
 	}
-	req.User = gate.Fold(req.User)
+	req.User = route.Fold(req.User)
 	return &req, true
 }
 

@@ -17,7 +17,7 @@
 //
 // User names are folded to lower case before any count or hold is looked
 // up, as the router files sessions for Kick; callers that hold or release
-// users should fold them the same way (see Fold).
+// users should fold them the same way (route.Fold).
 //
 // Answers use RFC 5530 response codes: [UNAVAILABLE] for a hold or too
 // many failures, [LIMIT] for too many sessions (POP3 clients get

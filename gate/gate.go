@@ -4,12 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"switchboard/route"
-	"switchboard/router"
 )
 
 // Defaults for Options fields left zero.
@@ -111,26 +109,22 @@ func New(state State, opts *Options) *Gate {
 	return g
 }
 
-// Fold returns the form of a user name that holds and counts are kept
-// under: lower case, as the router files sessions for Kick.
-func Fold(user string) string { return strings.ToLower(user) }
-
 // Admit refuses a held user, a client or user with too many recent
 // failures and a user at the session limit; it delays, then admits, one
 // with a few failures. A delay ends early with ctx.
-func (g *Gate) Admit(ctx context.Context, l *router.Login) error {
-	user := Fold(l.User)
+func (g *Gate) Admit(ctx context.Context, l *route.Login) error {
+	user := route.Fold(l.User)
 	if g.state.Held(user) {
 		g.held.Add(1)
 		g.log.Debug("gate: held", "user", user)
-		return &router.Refusal{Code: "UNAVAILABLE", Text: TextHeld}
+		return &route.Refusal{Code: "UNAVAILABLE", Text: TextHeld}
 	}
 	ipFails, userFails := g.state.FailureScore(l.Client.Addr(), user)
 	n := max(ipFails, userFails)
 	if r := g.opts.FailuresBeforeRefuse; r > 0 && n >= r {
 		g.refused.Add(1)
 		g.log.Debug("gate: too many failures", "user", user, "client", l.Client.Addr(), "ip_failures", ipFails, "user_failures", userFails)
-		return &router.Refusal{Code: "UNAVAILABLE", Text: TextFailures, Delay: g.opts.failureDelay()}
+		return &route.Refusal{Code: "UNAVAILABLE", Text: TextFailures, Delay: g.opts.failureDelay()}
 	}
 	if d := g.delay(n); d > 0 {
 		g.delayed.Add(1)
@@ -147,7 +141,7 @@ func (g *Gate) Admit(ctx context.Context, l *router.Login) error {
 		if n := g.state.Sessions(user, l.Protocol); n >= limit {
 			g.limited.Add(1)
 			g.log.Debug("gate: session limit", "user", user, "proto", l.Protocol, "sessions", n, "limit", limit)
-			return &router.Refusal{Code: "LIMIT", Text: TextLimit}
+			return &route.Refusal{Code: "LIMIT", Text: TextLimit}
 		}
 	}
 	return nil
@@ -179,23 +173,21 @@ func (g *Gate) limit(proto string) int {
 // Done records a failed login (wrong password or unknown user) against the
 // client's address and the user, and counts a successful one as a live
 // session. Refusals and unavailable backends count as neither.
-func (g *Gate) Done(l *router.Login, o router.Outcome) {
+func (g *Gate) Done(l *route.Login, o route.Outcome) {
 	switch o {
-	case router.OutcomeAuthFailed:
-		g.state.LoginFailed(l.Client.Addr(), Fold(l.User))
-	case router.OutcomeOK:
-		g.state.SessionDelta(Fold(l.User), l.Protocol, 1)
+	case route.OutcomeAuthFailed:
+		g.state.LoginFailed(l.Client.Addr(), route.Fold(l.User))
+	case route.OutcomeOK:
+		g.state.SessionDelta(route.Fold(l.User), l.Protocol, 1)
 	}
 }
 
 // Ended counts a logged-in session as over.
-func (g *Gate) Ended(l *router.Login) {
-	g.state.SessionDelta(Fold(l.User), l.Protocol, -1)
+func (g *Gate) Ended(l *route.Login) {
+	g.state.SessionDelta(route.Fold(l.User), l.Protocol, -1)
 }
 
 // Stats returns the counters.
 func (g *Gate) Stats() Stats {
 	return Stats{Held: g.held.Load(), Limited: g.limited.Load(), Refused: g.refused.Load(), Delayed: g.delayed.Load()}
 }
-
-var _ router.Gate = (*Gate)(nil)

@@ -15,7 +15,7 @@ import (
 
 	"switchboard/cluster"
 	"switchboard/internal/testbed"
-	"switchboard/router"
+	"switchboard/route"
 )
 
 // fakeState is a State whose answers the test sets and whose writes it
@@ -79,8 +79,8 @@ var (
 	clientB = netip.MustParseAddrPort("192.0.2.2:50000")
 )
 
-func login(user, proto string, client netip.AddrPort) *router.Login {
-	return &router.Login{User: user, Protocol: proto, Client: client}
+func login(user, proto string, client netip.AddrPort) *route.Login {
+	return &route.Login{User: user, Protocol: proto, Client: client}
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -98,11 +98,11 @@ func testOptions() *Options {
 	}
 }
 
-func refusal(t *testing.T, err error) *router.Refusal {
+func refusal(t *testing.T, err error) *route.Refusal {
 	t.Helper()
-	var r *router.Refusal
+	var r *route.Refusal
 	if !errors.As(err, &r) {
-		t.Fatalf("err = %v, want a *router.Refusal", err)
+		t.Fatalf("err = %v, want a *route.Refusal", err)
 	}
 	return r
 }
@@ -111,7 +111,7 @@ func TestAdmit(t *testing.T) {
 	tests := []struct {
 		name     string
 		setup    func(f *fakeState)
-		login    *router.Login
+		login    *route.Login
 		wantCode string // "" admits
 		wantText string
 	}{
@@ -234,10 +234,10 @@ func TestDone(t *testing.T) {
 	f := newFake()
 	g := New(f, testOptions())
 	l := login("Alice@Example.org", "imap", clientA)
-	g.Done(l, router.OutcomeAuthFailed)
-	g.Done(l, router.OutcomeRefused)
-	g.Done(l, router.OutcomeUnavailable)
-	g.Done(l, router.OutcomeOK)
+	g.Done(l, route.OutcomeAuthFailed)
+	g.Done(l, route.OutcomeRefused)
+	g.Done(l, route.OutcomeUnavailable)
+	g.Done(l, route.OutcomeOK)
 	g.Ended(l)
 	want := []string{
 		"LoginFailed(192.0.2.1,alice@example.org)",
@@ -259,7 +259,7 @@ func TestLimitCountsSessions(t *testing.T) {
 		if err := g.Admit(ctx, l); err != nil {
 			t.Fatalf("login %d: %v", i+1, err)
 		}
-		g.Done(l, router.OutcomeOK)
+		g.Done(l, route.OutcomeOK)
 	}
 	if r := refusal(t, g.Admit(ctx, l)); r.Code != "LIMIT" {
 		t.Fatalf("4th login: %+v", r)
@@ -285,13 +285,13 @@ func TestBruteForce(t *testing.T) {
 		if err := g.Admit(ctx, l); err != nil {
 			t.Fatalf("attempt %d: %v", i+1, err)
 		}
-		g.Done(l, router.OutcomeAuthFailed)
+		g.Done(l, route.OutcomeAuthFailed)
 	}
 	err := g.Admit(ctx, login("someone@example.org", "imap", clientA))
 	if r := refusal(t, err); r.Code != "UNAVAILABLE" || r.Text != TextFailures || r.Delay <= 0 {
 		t.Errorf("refusal = %+v", r)
 	}
-	g.Done(login("someone@example.org", "imap", clientA), router.OutcomeRefused)
+	g.Done(login("someone@example.org", "imap", clientA), route.OutcomeRefused)
 	if err := g.Admit(ctx, login("someone@example.org", "imap", clientB)); err != nil {
 		t.Errorf("another address: %v", err)
 	}
@@ -346,7 +346,7 @@ func TestSharedAcrossNodes(t *testing.T) {
 
 	// Failures on node 1, refusal on node 2.
 	for i := range 6 {
-		g1.Done(login(fmt.Sprintf("guess%d@example.org", i), "imap", clientA), router.OutcomeAuthFailed)
+		g1.Done(login(fmt.Sprintf("guess%d@example.org", i), "imap", clientA), route.OutcomeAuthFailed)
 	}
 	waitFor(t, 5*time.Second, "node 2 refuses the address", func() bool {
 		return g2.Admit(ctx, login("alice@example.org", "imap", clientA)) != nil
@@ -354,7 +354,7 @@ func TestSharedAcrossNodes(t *testing.T) {
 
 	// Sessions on node 1 count against the limit on node 2.
 	l := login("dave@example.org", "pop3", clientB)
-	g1.Done(l, router.OutcomeOK)
+	g1.Done(l, route.OutcomeOK)
 	waitFor(t, 5*time.Second, "node 2 sees the session", func() bool {
 		return g2.Admit(ctx, l) != nil
 	})
@@ -367,11 +367,11 @@ func TestSharedAcrossNodes(t *testing.T) {
 	})
 
 	// A hold set on node 1 refuses on node 2.
-	if err := nodes[0].Hold(Fold("Bob@example.org"), true, time.Minute); err != nil {
+	if err := nodes[0].Hold(route.Fold("Bob@example.org"), true, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Second, "node 2 holds bob", func() bool {
-		var r *router.Refusal
+		var r *route.Refusal
 		return errors.As(g2.Admit(ctx, login("bob@EXAMPLE.org", "imap", clientB)), &r) && r.Text == TextHeld
 	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,7 +158,7 @@ func NewCache(inner route.Mapper, opts *CacheOptions) *Cache {
 
 // cacheKey folds user to lower case. strings.ToLower returns its argument
 // without allocating when there is nothing to fold.
-func cacheKey(user string) string { return strings.ToLower(user) }
+func cacheKey(user string) string { return route.Fold(user) }
 
 // foldASCII writes user folded to lower case into buf and reports
 // whether it could: only ASCII logins that fit are folded here (which is

@@ -81,7 +81,7 @@ func (sess *session) imapLogin() *backendConn {
 			err = sess.write([]byte("* ID (\"name\" \"Switchboard\")\r\n" + tag + " OK ID completed.\r\n"))
 		case "LOGOUT":
 			sess.write([]byte("* BYE Logging out.\r\n" + tag + " OK Logout completed.\r\n"))
-			sess.fail(OutcomeClientQuit, nil)
+			sess.fail(route.OutcomeClientQuit, nil)
 			return nil
 		case "STARTTLS":
 			if !sess.canStartTLS() {
@@ -95,7 +95,7 @@ func (sess *session) imapLogin() *backendConn {
 				return nil
 			}
 			if err := sess.startTLS(); err != nil {
-				sess.fail(OutcomeTLSFailed, err)
+				sess.fail(route.OutcomeTLSFailed, err)
 				return nil
 			}
 			r.R = sess.br
@@ -146,13 +146,13 @@ func (sess *session) imapBad(pe *imap.ParseError) bool {
 	}
 	if pe.Fatal {
 		sess.write([]byte("* BYE " + code + pe.Text + "\r\n"))
-		sess.fail(OutcomeProtocolError, errors.New(pe.Text))
+		sess.fail(route.OutcomeProtocolError, errors.New(pe.Text))
 		return false
 	}
 	sess.nerrors++
 	if sess.nerrors >= sess.srv.opts.maxErrors() {
 		sess.write([]byte(tag + " BAD " + code + pe.Text + "\r\n" + imapByeErrors))
-		sess.fail(OutcomeProtocolError, errors.New("too many invalid commands"))
+		sess.fail(route.OutcomeProtocolError, errors.New("too many invalid commands"))
 		return false
 	}
 	if err := sess.write([]byte(tag + " BAD " + code + pe.Text + "\r\n")); err != nil {
@@ -213,7 +213,7 @@ func (sess *session) imapCreds(cmd *imap.Command) (cr *creds, done bool) {
 // goes on.
 func (sess *session) imapLoginFailed(tag string, t0 time.Time, err error) bool {
 	var line string
-	var r *Refusal
+	var r *route.Refusal
 	var bn *backendNo
 	switch o := sess.loginFailed(err); {
 	case errors.As(err, &r):
@@ -223,7 +223,7 @@ func (sess *session) imapLoginFailed(tag string, t0 time.Time, err error) bool {
 			code = "UNAVAILABLE"
 		}
 		line = tag + " NO [" + code + "] " + r.Text + "\r\n"
-	case o == OutcomeUnavailable:
+	case o == route.OutcomeUnavailable:
 		sess.srv.log.Warn("login unavailable", "cid", sess.id, "user", sess.user, "err", err)
 		line = tag + " " + imapUnavailable
 	case errors.As(err, &bn):

@@ -74,9 +74,9 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 	sess.user = user
 	sess.bhost, sess.baddr = "", "" // not an earlier attempt's
 	if g := srv.opts.Gate; g != nil {
-		l := &Login{User: user, Protocol: sess.l.cfg.Protocol, Client: sess.client}
+		l := &route.Login{User: user, Protocol: sess.l.cfg.Protocol, Client: sess.client}
 		if err := g.Admit(srv.ctx, l); err != nil {
-			var r *Refusal
+			var r *route.Refusal
 			if errors.As(err, &r) {
 				return nil, nil, r
 			}
@@ -201,7 +201,7 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *back
 	sess.srv.setUser(sess, sess.user)
 	sess.srv.stats.LoginOK.Add(1)
 	if g := sess.srv.opts.Gate; g != nil {
-		g.Done(&Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, OutcomeOK)
+		g.Done(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, route.OutcomeOK)
 	}
 	err := sess.conn.SetWriteDeadline(time.Now().Add(sess.srv.opts.loginTimeout()))
 	if err == nil {
@@ -215,9 +215,9 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *back
 }
 
 // loginFailed counts a failed login and tells the Gate.
-func (sess *session) loginFailed(err error) Outcome {
-	var o Outcome
-	var r *Refusal
+func (sess *session) loginFailed(err error) route.Outcome {
+	var o route.Outcome
+	var r *route.Refusal
 	var ue *unavailableError
 	var bn *backendNo
 	switch {
@@ -225,20 +225,20 @@ func (sess *session) loginFailed(err error) Outcome {
 		// Held or limited here, or refused by the backend for a reason
 		// other than the credentials (in use, over a limit): not a
 		// failed password, so not counted against the user.
-		o = OutcomeRefused
+		o = route.OutcomeRefused
 		sess.srv.stats.LoginRefused.Add(1)
 	case errors.As(err, &ue):
-		o = OutcomeUnavailable
+		o = route.OutcomeUnavailable
 		sess.srv.stats.Unavailable.Add(1)
 	default:
-		o = OutcomeAuthFailed
+		o = route.OutcomeAuthFailed
 		sess.srv.stats.LoginFailed.Add(1)
 	}
 	sess.outcome = o
 	sess.lastFail = o
 	sess.errMsg = err.Error()
 	if g := sess.srv.opts.Gate; g != nil {
-		g.Done(&Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, o)
+		g.Done(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, o)
 	}
 	return o
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"switchboard/route"
 	"switchboard/router/internal/wire"
 	"switchboard/router/pop3"
 )
@@ -63,7 +64,7 @@ func (sess *session) pop3Login() *backendConn {
 			err = sess.write([]byte(sess.pop3Caps()))
 		case "QUIT":
 			sess.write([]byte("+OK Logging out.\r\n"))
-			sess.fail(OutcomeClientQuit, nil)
+			sess.fail(route.OutcomeClientQuit, nil)
 			return nil
 		case "NOOP":
 			// Not valid in the AUTHORIZATION state (RFC 1939 section 5).
@@ -83,7 +84,7 @@ func (sess *session) pop3Login() *backendConn {
 				return nil
 			}
 			if err := sess.startTLS(); err != nil {
-				sess.fail(OutcomeTLSFailed, err)
+				sess.fail(route.OutcomeTLSFailed, err)
 				return nil
 			}
 			user = ""
@@ -147,13 +148,13 @@ func (sess *session) pop3Login() *backendConn {
 func (sess *session) pop3Bad(text string, fatal bool) bool {
 	if fatal {
 		sess.write([]byte("-ERR " + text + "\r\n"))
-		sess.fail(OutcomeProtocolError, errors.New(text))
+		sess.fail(route.OutcomeProtocolError, errors.New(text))
 		return false
 	}
 	sess.nerrors++
 	if sess.nerrors >= sess.srv.opts.maxErrors() {
 		sess.write([]byte("-ERR " + text + " Too many invalid commands.\r\n"))
-		sess.fail(OutcomeProtocolError, errors.New("too many invalid commands"))
+		sess.fail(route.OutcomeProtocolError, errors.New("too many invalid commands"))
 		return false
 	}
 	if err := sess.write([]byte("-ERR " + text + "\r\n")); err != nil {
@@ -213,7 +214,7 @@ func (sess *session) pop3Auth(cmd *pop3.Command) (cr *creds, done bool) {
 // goes on.
 func (sess *session) pop3LoginFailed(t0 time.Time, err error) bool {
 	var line string
-	var r *Refusal
+	var r *route.Refusal
 	var bn *backendNo
 	switch o := sess.loginFailed(err); {
 	case errors.As(err, &r):
@@ -223,7 +224,7 @@ func (sess *session) pop3LoginFailed(t0 time.Time, err error) bool {
 			code = "IN-USE"
 		}
 		line = "-ERR [" + code + "] " + r.Text + "\r\n"
-	case o == OutcomeUnavailable:
+	case o == route.OutcomeUnavailable:
 		sess.srv.log.Warn("login unavailable", "cid", sess.id, "user", sess.user, "err", err)
 		line = pop3Unavailable
 	case errors.As(err, &bn):

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,35 +81,16 @@ type ListenerConfig struct {
 type Gate interface {
 	// Admit is called once the user name is known, before the map is
 	// asked; it may block to hold a login until ctx ends. A returned
-	// *Refusal is answered to the client; any other error as
+	// *route.Refusal is answered to the client; any other error as
 	// [UNAVAILABLE].
-	Admit(ctx context.Context, l *Login) error
-	// Done reports a login's outcome: OutcomeOK, OutcomeAuthFailed,
-	// OutcomeUnavailable or OutcomeRefused.
-	Done(l *Login, outcome Outcome)
+	Admit(ctx context.Context, l *route.Login) error
+	// Done reports a login's outcome: route.OutcomeOK, route.OutcomeAuthFailed,
+	// route.OutcomeUnavailable or route.OutcomeRefused.
+	Done(l *route.Login, outcome route.Outcome)
 	// Ended is called when a session that logged in (Done with
-	// OutcomeOK) is over.
-	Ended(l *Login)
+	// route.OutcomeOK) is over.
+	Ended(l *route.Login)
 }
-
-// Login describes a login attempt to a Gate.
-type Login struct {
-	User     string
-	Protocol string
-	Client   netip.AddrPort
-}
-
-// Refusal is an answer a Gate gives a login.
-type Refusal struct {
-	// Code is an RFC 5530 response code (UNAVAILABLE, LIMIT, …); POP3
-	// clients get SYS/TEMP or IN-USE accordingly.
-	Code string
-	Text string
-	// Delay, if set, is waited before answering.
-	Delay time.Duration
-}
-
-func (r *Refusal) Error() string { return "refused: " + r.Code + " " + r.Text }
 
 // Options configure a Server. The zero value of each field is documented.
 type Options struct {
@@ -384,7 +364,7 @@ func (s *Server) unregister(sess *session) {
 
 // setUser files a logged-in session under its user, for Kick.
 func (s *Server) setUser(sess *session, user string) {
-	key := strings.ToLower(user)
+	key := route.Fold(user)
 	s.mu.Lock()
 	sess.userKey = key
 	m := s.byUser[key]
@@ -401,7 +381,7 @@ func (s *Server) setUser(sess *session, user string) {
 func (s *Server) Kick(user, reason string) int {
 	s.mu.Lock()
 	var victims []*session
-	for sess := range s.byUser[strings.ToLower(user)] {
+	for sess := range s.byUser[route.Fold(user)] {
 		victims = append(victims, sess)
 	}
 	s.mu.Unlock()

@@ -19,23 +19,6 @@ import (
 	"switchboard/route"
 )
 
-// Outcome is how a session ended, as logged and counted.
-type Outcome string
-
-const (
-	OutcomeOK            Outcome = "ok"          // logged in and spliced until either side was done
-	OutcomeAuthFailed    Outcome = "auth_failed" // wrong password or unknown user
-	OutcomeUnavailable   Outcome = "unavailable" // map or backend unreachable
-	OutcomeRefused       Outcome = "refused"     // held or limited by the Gate, or refused by the backend for another reason than the credentials
-	OutcomeClientQuit    Outcome = "client_quit" // LOGOUT/QUIT or hang-up before login
-	OutcomeTimeout       Outcome = "timeout"     // idle before login
-	OutcomeProtocolError Outcome = "protocol_error"
-	OutcomeTLSFailed     Outcome = "tls_failed"
-	OutcomeProxyRefused  Outcome = "proxy_refused" // PROXY header missing, bad, or from an untrusted peer
-	OutcomeKicked        Outcome = "kicked"
-	OutcomeShutdown      Outcome = "shutdown" // closed by a drain
-)
-
 // shutdownReason is the BYE text of a drain's end.
 const shutdownReason = "Server shutting down, please reconnect."
 
@@ -64,11 +47,11 @@ type session struct {
 	loginDur time.Duration
 	user     string
 	userKey  string // set by Server.setUser
-	outcome  Outcome
+	outcome  route.Outcome
 	errMsg   string
 	in, out  int64
 	nerrors  int
-	lastFail Outcome // the last failed login's outcome, if any
+	lastFail route.Outcome // the last failed login's outcome, if any
 
 	mu      sync.Mutex
 	backend *backendConn // once logged in
@@ -122,13 +105,13 @@ func (sess *session) serve() {
 
 	if sess.l.cfg.ProxyProtocol {
 		if err := sess.readProxyHeader(); err != nil {
-			sess.fail(OutcomeProxyRefused, err)
+			sess.fail(route.OutcomeProxyRefused, err)
 			return
 		}
 	}
 	if sess.l.cfg.TLS == TLSImplicit {
 		if err := sess.startTLS(); err != nil {
-			sess.fail(OutcomeTLSFailed, err)
+			sess.fail(route.OutcomeTLSFailed, err)
 			return
 		}
 	}
@@ -181,17 +164,17 @@ func (sess *session) finish() {
 		readerPool.Put(sess.br)
 		sess.br = nil
 	}
-	if sess.outcome == "" || (sess.outcome == OutcomeClientQuit && sess.lastFail != "") {
+	if sess.outcome == "" || (sess.outcome == route.OutcomeClientQuit && sess.lastFail != "") {
 		// A client that gave up after a failed login is logged with that
 		// failure, not as an ordinary quit.
-		sess.outcome = OutcomeClientQuit
+		sess.outcome = route.OutcomeClientQuit
 		if sess.lastFail != "" {
 			sess.outcome = sess.lastFail
 		}
 	}
 	if b != nil {
 		if g := sess.srv.opts.Gate; g != nil {
-			g.Ended(&Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client})
+			g.Ended(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client})
 		}
 	}
 	attrs := []any{
@@ -220,20 +203,20 @@ func (sess *session) finish() {
 // kickedOutcome records a session ended by a kick, or by a drain.
 func (sess *session) kickedOutcome(reason string) {
 	if reason == shutdownReason {
-		sess.outcome = OutcomeShutdown
+		sess.outcome = route.OutcomeShutdown
 	} else {
-		sess.outcome = OutcomeKicked
+		sess.outcome = route.OutcomeKicked
 	}
 }
 
 // fail records how the session ended. err, if any, is logged; it must never
 // hold a password.
-func (sess *session) fail(o Outcome, err error) {
+func (sess *session) fail(o route.Outcome, err error) {
 	sess.outcome = o
 	if err != nil && sess.errMsg == "" {
 		sess.errMsg = err.Error()
 	}
-	if o == OutcomeTimeout || o == OutcomeClientQuit || o == OutcomeProtocolError || o == OutcomeTLSFailed || o == OutcomeProxyRefused {
+	if o == route.OutcomeTimeout || o == route.OutcomeClientQuit || o == route.OutcomeProtocolError || o == route.OutcomeTLSFailed || o == route.OutcomeProxyRefused {
 		sess.srv.stats.PreauthClosed.Add(1)
 	}
 }
@@ -393,14 +376,14 @@ func isTimeout(err error) bool {
 }
 
 // readFailed classifies a read error before login.
-func (sess *session) readFailed(err error) Outcome {
+func (sess *session) readFailed(err error) route.Outcome {
 	switch {
 	case isTimeout(err):
-		sess.fail(OutcomeTimeout, nil)
+		sess.fail(route.OutcomeTimeout, nil)
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
-		sess.fail(OutcomeClientQuit, nil)
+		sess.fail(route.OutcomeClientQuit, nil)
 	default:
-		sess.fail(OutcomeClientQuit, err)
+		sess.fail(route.OutcomeClientQuit, err)
 	}
 	return sess.outcome
 }
@@ -412,7 +395,7 @@ func (sess *session) preauthReadFailed(err error, kickPrefix, idleLine string) {
 	if reason := sess.kickReason(); reason != "" {
 		sess.write([]byte(kickPrefix + reason + "\r\n"))
 		sess.kickedOutcome(reason)
-	} else if sess.readFailed(err) == OutcomeTimeout {
+	} else if sess.readFailed(err) == route.OutcomeTimeout {
 		sess.write([]byte(idleLine))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"switchboard/route"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,7 +70,7 @@ func (sess *session) splice(b *backendConn) {
 	if n := sess.br.Buffered(); n > 0 {
 		p, _ := sess.br.Peek(n)
 		if _, err := b.out.Write(p); err != nil {
-			sess.fail(OutcomeOK, err)
+			sess.fail(route.OutcomeOK, err)
 			sess.end()
 			return
 		}
@@ -78,7 +79,7 @@ func (sess *session) splice(b *backendConn) {
 	if n := b.br.Buffered(); n > 0 {
 		p, _ := b.br.Peek(n)
 		if _, err := sess.w.Write(p); err != nil {
-			sess.fail(OutcomeOK, err)
+			sess.fail(route.OutcomeOK, err)
 			sess.end()
 			return
 		}
@@ -534,7 +535,7 @@ func (sp *splicer) finished() {
 	sess.out += sp.down.n
 	sess.srv.stats.BytesIn.Add(uint64(sp.up.n))
 	sess.srv.stats.BytesOut.Add(uint64(sp.down.n))
-	sess.outcome = OutcomeOK
+	sess.outcome = route.OutcomeOK
 	if reason := sess.kickReason(); reason != "" {
 		sess.kickedOutcome(reason)
 		if sess.l.cfg.Protocol == "imap" {
