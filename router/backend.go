@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"switchboard/route"
+	"switchboard/router/internal/pump"
 	"switchboard/router/internal/wire"
 )
 
@@ -92,8 +93,8 @@ func (s *Server) dialBackend(ctx context.Context, host, addr string) (*backendCo
 			cfg.ServerName, _, _ = net.SplitHostPort(addr)
 		}
 		var under net.Conn = c
-		if r := newRawIO(b.tcp); r != nil {
-			under = &rawTCPConn{TCPConn: b.tcp, io: r}
+		if b.tcp != nil {
+			under = pump.RawConn(b.tcp)
 		}
 		tc := tls.Client(under, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -103,7 +104,7 @@ func (s *Server) dialBackend(ctx context.Context, host, addr string) (*backendCo
 		b.conn = tc
 	}
 	b.br = readerPool.Get().(*bufio.Reader)
-	b.out = attachIO(b.conn, b.br)
+	b.out = pump.AttachIO(b.conn, b.br)
 	return b, nil
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"switchboard/route"
 	"switchboard/router/imap"
+	"switchboard/router/internal/pump"
 	"switchboard/router/internal/wire"
 )
 
@@ -291,7 +292,7 @@ func (sess *session) imapBackendLogin(tag string) backendLogin {
 		cmd = append(cmd, "\r\n"...)
 		_, err := b.out.Write(cmd)
 		clear(cmd)
-		quickAck(b.tcp) // the ID and login answers come in separate writes
+		pump.QuickAck(b.tcp) // the ID and login answers come in separate writes
 		if err != nil {
 			return nil, &transportError{err}
 		}

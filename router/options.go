@@ -22,9 +22,6 @@ const (
 	defaultMaxErrors     = 3
 	// handshakeTimeout bounds a client's TLS handshake.
 	handshakeTimeout = 15 * time.Second
-	// lingerTimeout is how long the other direction may still run after
-	// one side of a splice has finished.
-	lingerTimeout = 5 * time.Second
 	// byeWriteTimeout bounds writing a final BYE to a client.
 	byeWriteTimeout = 2 * time.Second
 )

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"switchboard/route"
+	"switchboard/router/internal/pump"
 	"switchboard/router/internal/wire"
 	"switchboard/router/pop3"
 )
@@ -306,7 +307,7 @@ func (sess *session) pop3BackendLogin(b *backendConn, cr *creds) ([]byte, error)
 	}
 	_, err = b.out.Write(cmd)
 	clear(cmd)
-	quickAck(b.tcp)
+	pump.QuickAck(b.tcp)
 	if err != nil {
 		return nil, &transportError{err}
 	}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"crypto/tls"
+	"switchboard/router/internal/pump"
 	"sync"
 	"time"
 )
@@ -163,13 +164,5 @@ func idleAlive(b *backendConn) bool {
 	if _, isTLS := b.conn.(*tls.Conn); isTLS || b.tcp == nil {
 		return true
 	}
-	rc, err := b.tcp.SyscallConn()
-	if err != nil {
-		return false
-	}
-	alive := false
-	rc.Control(func(fd uintptr) {
-		alive = !peekReady(fd)
-	})
-	return alive
+	return pump.Silent(b.tcp)
 }

@@ -10,13 +10,13 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"switchboard/route"
+	"switchboard/router/internal/pump"
 )
 
 // shutdownReason is the BYE text of a drain's end.
@@ -55,7 +55,7 @@ type session struct {
 
 	mu      sync.Mutex
 	backend *backendConn // once logged in
-	sp      *splicer     // once splicing
+	sp      *pump.Splice // once splicing
 	kicked  string       // the reason, once kicked
 	done    bool
 	bhost   string
@@ -101,7 +101,7 @@ func (sess *session) serve() {
 	defer srv.recoverSession(sess)
 
 	sess.br = readerPool.Get().(*bufio.Reader)
-	sess.w = attachIO(sess.raw, sess.br)
+	sess.w = pump.AttachIO(sess.raw, sess.br)
 
 	if sess.l.cfg.ProxyProtocol {
 		if err := sess.readProxyHeader(); err != nil {
@@ -276,9 +276,7 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // connection, under a deadline, and resets the reader onto it.
 func (sess *session) startTLS() error {
 	under := sess.raw
-	if r, ok := sess.w.(*rawIO); ok {
-		under = &rawTCPConn{TCPConn: r.c, io: r}
-	}
+	under = pump.TLSUnder(under, sess.w)
 	if sess.br.Buffered() > 0 {
 		n := sess.br.Buffered()
 		pending, _ := sess.br.Peek(n)
@@ -348,37 +346,15 @@ func (sess *session) write(b []byte) error {
 	return err
 }
 
-// attachIO points br at c, through raw I/O when c is plain TCP, and
-// returns what to write to c with.
-func attachIO(c net.Conn, br *bufio.Reader) io.Writer {
-	if tc, ok := c.(*net.TCPConn); ok {
-		if r := newRawIO(tc); r != nil {
-			br.Reset(r)
-			return r
-		}
-	}
-	br.Reset(c)
-	return c
-}
-
 // readDeadline arms the pre-login read deadline before each command.
 func (sess *session) readDeadline() error {
 	return sess.conn.SetReadDeadline(time.Now().Add(sess.srv.opts.preauthTimeout()))
 }
 
-// isTimeout reports whether err is a deadline expiry.
-func isTimeout(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // readFailed classifies a read error before login.
 func (sess *session) readFailed(err error) route.Outcome {
 	switch {
-	case isTimeout(err):
+	case pump.IsTimeout(err):
 		sess.fail(route.OutcomeTimeout, nil)
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
 		sess.fail(route.OutcomeClientQuit, nil)
@@ -412,16 +388,17 @@ func (sess *session) kick(reason string) {
 	b := sess.backend
 	sp := sess.sp
 	sess.mu.Unlock()
-	// Reads and writes both: a direction blocked writing to a client that
-	// has stopped reading must give up too.
+	if sp != nil {
+		sp.Kick()
+		return
+	}
+	// Still logging in (or about to splice, which looks at the mark once
+	// its splice is filed): reads and writes both give up.
 	past := time.Unix(1, 0)
 	if b != nil {
 		b.conn.SetDeadline(past)
 	}
 	sess.conn.SetDeadline(past)
-	if sp != nil {
-		sp.wakeAll()
-	}
 }
 
 func (sess *session) kickReason() string {
@@ -441,6 +418,6 @@ func (sess *session) closeNow() {
 	if sp != nil {
 		// A closed socket leaves the parker's epoll set without an
 		// event: wake parked directions so they see the close.
-		sp.wakeAll()
+		sp.Wake()
 	}
 }

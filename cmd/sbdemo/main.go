@@ -89,7 +89,7 @@ func run(bin, dir, ip string, once bool) error {
 	defer logFile.Close()
 	cmd := exec.Command(bin, "serve", "-config", conf)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = testbed.ChildAttr()
 	if err := cmd.Start(); err != nil {
 		return err
 	}
