@@ -2,77 +2,95 @@ package router
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"switchboard/route"
+	"switchboard/router/imap"
 	"switchboard/router/internal/wire"
+	"switchboard/router/pop3"
 )
 
-// creds are what a client logged in with. They never reach a log.
-type creds struct {
-	authz string // SASL authorization identity, usually empty
-	user  string // authentication identity
-	pass  string
+// dialog is a protocol's side of the login phase (imap.Dialog,
+// pop3.Dialog): it answers the client's commands until credentials come,
+// logs them in on a backend, and answers a failed login. The decisions
+// between (gate, map, backends, delays, counts) are the driver's, login.
+type dialog interface {
+	Greet() error
+	Next() (*wire.Creds, route.Outcome, error)
+	BackendLogin(b *wire.Backend, cr *wire.Creds, fwd *wire.Forward) ([]byte, error)
+	Refuse(err error) bool
 }
 
-// String keeps creds out of logs even if printed by mistake.
-func (c *creds) String() string { return "creds{" + c.user + " ***}" }
-
-// mailbox is the login name the route is looked up for: the authorization
-// identity when one is given (a master user logging in as someone), else
-// the user.
-func (c *creds) mailbox() string {
-	if c.authz != "" {
-		return c.authz
+func (sess *session) newDialog() dialog {
+	srv := sess.srv
+	if sess.l.cfg.Protocol == route.POP3 {
+		return pop3.NewDialog(sess, srv.opts.hostname(), srv.opts.maxErrors())
 	}
-	return c.user
+	return imap.NewDialog(sess, srv.opts.hostname(), srv.opts.maxErrors())
 }
 
-// saslPlain is the RFC 4616 PLAIN message for c, base64-encoded.
-func (c *creds) saslPlain() []byte {
-	raw := make([]byte, 0, len(c.authz)+len(c.user)+len(c.pass)+2)
-	raw = append(raw, c.authz...)
-	raw = append(raw, 0)
-	raw = append(raw, c.user...)
-	raw = append(raw, 0)
-	raw = append(raw, c.pass...)
-	out := make([]byte, base64.StdEncoding.EncodedLen(len(raw)))
-	base64.StdEncoding.Encode(out, raw)
-	return out
+// login runs the login phase. It returns the logged-in backend, or nil
+// when the session is over.
+func (sess *session) login() *backendConn {
+	d := sess.newDialog()
+	if err := d.Greet(); err != nil {
+		sess.readFailed(err)
+		return nil
+	}
+	for {
+		cr, o, err := d.Next()
+		if cr == nil {
+			sess.ended(o, err)
+			return nil
+		}
+		t0 := time.Now() // the failure delay counts from the credentials
+		b, answer, err := sess.route(cr, d)
+		if err == nil {
+			return sess.loggedIn(b, t0, answer)
+		}
+		sess.refused(t0, err)
+		if !d.Refuse(err) {
+			return nil
+		}
+	}
 }
 
-// decodePlain parses an RFC 4616 PLAIN response ("=" is empty).
-func decodePlain(b64 string) (*creds, error) {
-	if b64 == "=" {
-		return nil, errors.New("empty PLAIN response")
+// ended records how a login phase ended without a login.
+func (sess *session) ended(o route.Outcome, err error) {
+	if o == route.OutcomeKicked {
+		sess.kickedOutcome(sess.KickReason())
+		return
 	}
-	raw, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return nil, errors.New("invalid base64")
-	}
-	parts := strings.Split(string(raw), "\x00")
-	if len(parts) != 3 || parts[1] == "" || parts[2] == "" {
-		return nil, errors.New("malformed PLAIN response")
-	}
-	return &creds{authz: parts[0], user: parts[1], pass: parts[2]}, nil
+	sess.fail(o, err)
 }
 
-// backendLogin logs in to a dialled backend and returns the answer to hand
-// the client on success.
-type backendLogin func(b *backendConn, cr *creds) ([]byte, error)
+// refused counts a failed login, tells the Gate, and waits before the
+// answer: a refusal's own delay, none when the service is unavailable,
+// else until AuthFailDelay after t0, so a wrong password and an unknown
+// user take the same time.
+func (sess *session) refused(t0 time.Time, err error) {
+	var r *route.Refusal
+	switch o := sess.loginFailed(err); {
+	case errors.As(err, &r):
+		sess.sleep(r.Delay)
+	case o == route.OutcomeUnavailable:
+		sess.srv.log.Warn("login unavailable", "cid", sess.id, "user", sess.user, "err", err)
+	default:
+		sess.failDelay(t0)
+	}
+}
 
 // route finds the user's backend, dials it and logs in with login, trying
 // standbys in order when a backend cannot be reached. It never tries
 // another backend after one has judged the credentials.
-func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte, error) {
+func (sess *session) route(cr *wire.Creds, d dialog) (*backendConn, []byte, error) {
 	srv := sess.srv
-	user := cr.mailbox()
+	user := cr.Mailbox()
 	sess.user = user
 	sess.bhost, sess.baddr = "", "" // not an earlier attempt's
+	sess.fwd = wire.Forward{Client: sess.client, Local: sess.local, Session: sess.id}
 	if g := srv.opts.Gate; g != nil {
 		l := &route.Login{User: user, Protocol: sess.l.cfg.Protocol, Client: sess.client}
 		if err := g.Admit(srv.ctx, l); err != nil {
@@ -80,7 +98,7 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 			if errors.As(err, &r) {
 				return nil, nil, r
 			}
-			return nil, nil, unavailable("gate: %w", err)
+			return nil, nil, wire.Unavailable("gate: %w", err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(srv.ctx, srv.opts.lookupTimeout())
@@ -89,15 +107,15 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 	switch {
 	case err == nil:
 	case errors.Is(err, route.ErrUnknownUser):
-		return nil, nil, fmt.Errorf("%w: unknown user", errAuthFailed)
+		return nil, nil, fmt.Errorf("%w: unknown user", wire.ErrAuthFailed)
 	case errors.Is(err, route.ErrAmbiguous):
 		srv.log.Error("routing error: more than one directory entry matches", "cid", sess.id, "user", user, "err", err)
-		return nil, nil, unavailable("lookup: %w", err)
+		return nil, nil, wire.Unavailable("lookup: %w", err)
 	default:
-		return nil, nil, unavailable("lookup: %w", err)
+		return nil, nil, wire.Unavailable("lookup: %w", err)
 	}
 	if len(res.Hosts) == 0 {
-		return nil, nil, unavailable("lookup: %w", route.ErrNoHost)
+		return nil, nil, wire.Unavailable("lookup: %w", route.ErrNoHost)
 	}
 	var errs []error
 	for i, host := range res.Hosts {
@@ -116,8 +134,8 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 			}
 		}
 		sess.bhost, sess.baddr = host, addr
-		answer, err := login(b, cr)
-		var te *transportError
+		answer, err := d.BackendLogin(&b.Backend, cr, &sess.fwd)
+		var te *wire.TransportError
 		if pooled && errors.As(err, &te) {
 			// A parked connection may have been closed by the backend
 			// since it was checked: try once more on a fresh one.
@@ -126,7 +144,7 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 				errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
 				continue
 			}
-			answer, err = login(b, cr)
+			answer, err = d.BackendLogin(&b.Backend, cr, &sess.fwd)
 		}
 		if errors.As(err, &te) {
 			b.Close()
@@ -142,7 +160,7 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 		}
 		return b, answer, nil
 	}
-	return nil, nil, unavailable("no backend reachable: %w", errors.Join(errs...))
+	return nil, nil, wire.Unavailable("no backend reachable: %w", errors.Join(errs...))
 }
 
 // failDelay waits until AuthFailDelay after t0, so every failed login is
@@ -162,30 +180,6 @@ func (sess *session) sleep(d time.Duration) {
 	case <-t.C:
 	case <-sess.srv.ctx.Done():
 	}
-}
-
-// errSASLCancelled: the client answered a SASL challenge with "*".
-var errSASLCancelled = errors.New("SASL exchange cancelled")
-
-// saslContinue sends an empty SASL challenge ("+ ", the same in IMAP and
-// POP3) and reads the client's response line. It returns
-// wire.ErrLineTooLong for an over-long response and errSASLCancelled for
-// "*".
-func (sess *session) saslContinue() (string, error) {
-	if err := sess.write([]byte("+ \r\n")); err != nil {
-		return "", err
-	}
-	if err := sess.readDeadline(); err != nil {
-		return "", err
-	}
-	line, err := wire.ReadLine(sess.br)
-	if err != nil {
-		return "", err
-	}
-	if string(line) == "*" {
-		return "", errSASLCancelled
-	}
-	return string(line), nil
 }
 
 // loggedIn files the session under its user, records the backend, counts
@@ -218,10 +212,10 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *back
 func (sess *session) loginFailed(err error) route.Outcome {
 	var o route.Outcome
 	var r *route.Refusal
-	var ue *unavailableError
-	var bn *backendNo
+	var ue *wire.UnavailableError
+	var re *wire.RefusedError
 	switch {
-	case errors.As(err, &r), errors.As(err, &bn):
+	case errors.As(err, &r), errors.As(err, &re):
 		// Held or limited here, or refused by the backend for a reason
 		// other than the credentials (in use, over a limit): not a
 		// failed password, so not counted against the user.

@@ -136,6 +136,12 @@ type Options struct {
 func (o *Options) preauthTimeout() time.Duration {
 	return orDefault(o.PreauthTimeout, defaultPreauthTimeout)
 }
+func (o *Options) hostname() string {
+	if o.Hostname == "" {
+		return "Switchboard"
+	}
+	return o.Hostname
+}
 func (o *Options) idleTimeout() time.Duration  { return orDefault(o.IdleTimeout, defaultIdleTimeout) }
 func (o *Options) dialTimeout() time.Duration  { return orDefault(o.DialTimeout, defaultDialTimeout) }
 func (o *Options) loginTimeout() time.Duration { return orDefault(o.LoginTimeout, defaultLoginTimeout) }

@@ -158,11 +158,11 @@ func (p *predialer) close() {
 // such as session tickets may legitimately be pending; a dead one fails
 // at login and is replaced.
 func idleAlive(b *backendConn) bool {
-	if b.br.Buffered() > 0 {
+	if b.R.Buffered() > 0 {
 		return false
 	}
-	if _, isTLS := b.conn.(*tls.Conn); isTLS || b.tcp == nil {
+	if _, isTLS := b.Conn.(*tls.Conn); isTLS || b.TCP == nil {
 		return true
 	}
-	return pump.Silent(b.tcp)
+	return pump.Silent(b.TCP)
 }

@@ -91,9 +91,6 @@ func New(opts *Options) *Server {
 	if s.hosts == nil {
 		s.hosts = &route.HostMap{}
 	}
-	if s.opts.Hostname == "" {
-		s.opts.Hostname = "Switchboard"
-	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	per := s.opts.PreDial
 	if per == 0 {
@@ -107,8 +104,6 @@ func New(opts *Options) *Server {
 type listener struct {
 	cfg ListenerConfig
 	ln  net.Listener
-	// greeting and capability lines, computed once per listener.
-	text *protoText
 }
 
 // ErrServerClosed is returned by Listen after Shutdown or Close.
@@ -134,7 +129,7 @@ func (s *Server) Listen(cfg ListenerConfig) (net.Addr, error) {
 	if cfg.Name == "" {
 		cfg.Name = cfg.Protocol + "-" + ln.Addr().String()
 	}
-	l := &listener{cfg: cfg, ln: ln, text: newProtoText(cfg.Protocol, s.opts.Hostname)}
+	l := &listener{cfg: cfg, ln: ln}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()

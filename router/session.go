@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base32"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +16,7 @@ import (
 
 	"switchboard/route"
 	"switchboard/router/internal/pump"
+	"switchboard/router/internal/wire"
 )
 
 // shutdownReason is the BYE text of a drain's end.
@@ -60,6 +60,7 @@ type session struct {
 	done    bool
 	bhost   string
 	baddr   string
+	fwd     wire.Forward // set at login: what the backend is told of the client
 }
 
 func newSession(s *Server, l *listener, c net.Conn) *session {
@@ -110,17 +111,12 @@ func (sess *session) serve() {
 		}
 	}
 	if sess.l.cfg.TLS == TLSImplicit {
-		if err := sess.startTLS(); err != nil {
+		if err := sess.StartTLS(); err != nil {
 			sess.fail(route.OutcomeTLSFailed, err)
 			return
 		}
 	}
-	var b *backendConn
-	if sess.l.cfg.Protocol == route.IMAP {
-		b = sess.imapLogin()
-	} else {
-		b = sess.pop3Login()
-	}
+	b := sess.login()
 	if b == nil {
 		return
 	}
@@ -274,7 +270,7 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // startTLS runs the server side of a TLS handshake on the client
 // connection, under a deadline, and resets the reader onto it.
-func (sess *session) startTLS() error {
+func (sess *session) StartTLS() error {
 	under := sess.raw
 	under = pump.TLSUnder(under, sess.w)
 	if sess.br.Buffered() > 0 {
@@ -319,7 +315,7 @@ func (r *sliceReader) Read(p []byte) (int, error) {
 }
 
 // plaintextAllowed reports whether the client may send a password now.
-func (sess *session) plaintextAllowed() bool {
+func (sess *session) PlaintextAllowed() bool {
 	if sess.isTLS {
 		return true
 	}
@@ -333,12 +329,12 @@ func (sess *session) plaintextAllowed() bool {
 }
 
 // canStartTLS reports whether STARTTLS/STLS may be offered now.
-func (sess *session) canStartTLS() bool {
+func (sess *session) CanStartTLS() bool {
 	return !sess.isTLS && sess.l.cfg.TLS == TLSStartTLS
 }
 
 // write sends b to the client under the pre-login deadline.
-func (sess *session) write(b []byte) error {
+func (sess *session) Write(b []byte) error {
 	if err := sess.conn.SetWriteDeadline(time.Now().Add(sess.srv.opts.preauthTimeout())); err != nil {
 		return err
 	}
@@ -347,34 +343,17 @@ func (sess *session) write(b []byte) error {
 }
 
 // readDeadline arms the pre-login read deadline before each command.
-func (sess *session) readDeadline() error {
+func (sess *session) ReadDeadline() error {
 	return sess.conn.SetReadDeadline(time.Now().Add(sess.srv.opts.preauthTimeout()))
 }
 
-// readFailed classifies a read error before login.
-func (sess *session) readFailed(err error) route.Outcome {
-	switch {
-	case pump.IsTimeout(err):
-		sess.fail(route.OutcomeTimeout, nil)
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
-		sess.fail(route.OutcomeClientQuit, nil)
-	default:
-		sess.fail(route.OutcomeClientQuit, err)
-	}
-	return sess.outcome
+// readFailed records a failed read or write before login.
+func (sess *session) readFailed(err error) {
+	sess.fail(wire.ReadOutcome(err))
 }
 
-// preauthReadFailed ends the login phase after a failed read. A kick or a
-// drain shows up as a read deadline and gets kickPrefix and its reason; an
-// inactivity timeout gets idleLine; a hang-up gets nothing.
-func (sess *session) preauthReadFailed(err error, kickPrefix, idleLine string) {
-	if reason := sess.kickReason(); reason != "" {
-		sess.write([]byte(kickPrefix + reason + "\r\n"))
-		sess.kickedOutcome(reason)
-	} else if sess.readFailed(err) == route.OutcomeTimeout {
-		sess.write([]byte(idleLine))
-	}
-}
+// Reader is the client's reader before login (wire.Client).
+func (sess *session) Reader() *bufio.Reader { return sess.br }
 
 // kick ends the session: a logged-in one gets a BYE (IMAP) once its
 // splice has stopped; one still logging in is closed.
@@ -396,12 +375,12 @@ func (sess *session) kick(reason string) {
 	// its splice is filed): reads and writes both give up.
 	past := time.Unix(1, 0)
 	if b != nil {
-		b.conn.SetDeadline(past)
+		b.Conn.SetDeadline(past)
 	}
 	sess.conn.SetDeadline(past)
 }
 
-func (sess *session) kickReason() string {
+func (sess *session) KickReason() string {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	return sess.kicked
@@ -411,7 +390,7 @@ func (sess *session) closeNow() {
 	sess.raw.Close()
 	sess.mu.Lock()
 	if b := sess.backend; b != nil {
-		b.conn.Close()
+		b.Conn.Close()
 	}
 	sp := sess.sp
 	sess.mu.Unlock()

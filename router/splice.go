@@ -14,15 +14,15 @@ import (
 func (sess *session) splice(b *backendConn) {
 	if n := sess.br.Buffered(); n > 0 {
 		p, _ := sess.br.Peek(n)
-		if _, err := b.out.Write(p); err != nil {
+		if _, err := b.W.Write(p); err != nil {
 			sess.fail(route.OutcomeOK, err)
 			sess.end()
 			return
 		}
 		sess.in += int64(n)
 	}
-	if n := b.br.Buffered(); n > 0 {
-		p, _ := b.br.Peek(n)
+	if n := b.R.Buffered(); n > 0 {
+		p, _ := b.R.Peek(n)
 		if _, err := sess.w.Write(p); err != nil {
 			sess.fail(route.OutcomeOK, err)
 			sess.end()
@@ -34,14 +34,14 @@ func (sess *session) splice(b *backendConn) {
 	sess.br.Reset(nil)
 	readerPool.Put(sess.br)
 	sess.br = nil
-	b.br.Reset(nil)
-	readerPool.Put(b.br)
-	b.br = nil
+	b.R.Reset(nil)
+	readerPool.Put(b.R)
+	b.R = nil
 
 	srv := sess.srv
 	sp := pump.New(
 		pump.Side{Conn: sess.conn, TCP: sess.tcp, W: sess.w},
-		pump.Side{Conn: b.conn, TCP: b.tcp, W: b.out},
+		pump.Side{Conn: b.Conn, TCP: b.TCP, W: b.W},
 		&pump.Options{Idle: srv.opts.idleTimeout(), Parker: srv.parker, Done: sess.spliceDone, Panic: sess.splicePanic},
 	)
 	sess.mu.Lock()
@@ -63,7 +63,7 @@ func (sess *session) spliceDone(sp *pump.Splice) {
 	sess.srv.stats.BytesIn.Add(uint64(r.In))
 	sess.srv.stats.BytesOut.Add(uint64(r.Out))
 	sess.outcome = route.OutcomeOK
-	if reason := sess.kickReason(); reason != "" {
+	if reason := sess.KickReason(); reason != "" {
 		sess.kickedOutcome(reason)
 		if sess.l.cfg.Protocol == route.IMAP {
 			if sess.conn.SetWriteDeadline(time.Now().Add(byeWriteTimeout)) == nil {
