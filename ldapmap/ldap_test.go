@@ -409,3 +409,24 @@ func TestValidAttribute(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionsDefaults checks that zero Options and CacheOptions get the
+// exported defaults, which the configuration fills in and documents.
+func TestOptionsDefaults(t *testing.T) {
+	var o Options
+	if o.poolSize() != DefaultPoolSize || o.dialTimeout() != DefaultDialTimeout || o.timeout() != DefaultTimeout ||
+		o.retryDownAfter() != DefaultRetryDownAfter || o.attribute() != DefaultAttribute || o.filter() != DefaultFilter {
+		t.Errorf("zero Options: pool %d, dial %v, timeout %v, retry %v, attribute %q, filter %q; want the Default constants",
+			o.poolSize(), o.dialTimeout(), o.timeout(), o.retryDownAfter(), o.attribute(), o.filter())
+	}
+	if err := CheckFilter(DefaultFilter); err != nil {
+		t.Errorf("DefaultFilter: %v", err)
+	}
+	if !ValidAttribute(DefaultAttribute) {
+		t.Errorf("DefaultAttribute %q is not valid", DefaultAttribute)
+	}
+	c := NewCache(nil, &CacheOptions{})
+	if c.ttl != DefaultCacheTTL || c.negTTL != DefaultNegativeTTL {
+		t.Errorf("zero CacheOptions: ttl %v, negative %v; want %v, %v", c.ttl, c.negTTL, DefaultCacheTTL, DefaultNegativeTTL)
+	}
+}
