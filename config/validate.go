@@ -235,10 +235,10 @@ func (ls *Listeners) validate(c *checker, cfg *Config) {
 func (b *Backend) validate(c *checker, cfg *Config) {
 	if b.TLS && cfg.keys != nil {
 		if !cfg.keys.has("backend.imap_port") {
-			b.IMAPPort = 993
+			b.IMAPPort = route.PortIMAPS
 		}
 		if !cfg.keys.has("backend.pop3_port") {
-			b.POP3Port = 995
+			b.POP3Port = route.PortPOP3S
 		}
 	}
 	if !b.TLS {
