@@ -12,7 +12,10 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	defaultFailureDelay = 2 * time.Second
+	// DefaultFailureDelay is the first delay once a login has failed
+	// FailuresBeforeDelay times; exported so that the configuration fills
+	// in and checks the same value.
+	DefaultFailureDelay = 2 * time.Second
 	// defaultMaxFailureDelay caps the growing delay: well below the
 	// 60-second pre-login timeouts of clients and of the router.
 	defaultMaxFailureDelay = 30 * time.Second
@@ -72,7 +75,7 @@ func (o *Options) failureDelay() time.Duration {
 	if o.FailureDelay > 0 {
 		return o.FailureDelay
 	}
-	return defaultFailureDelay
+	return DefaultFailureDelay
 }
 
 func (o *Options) maxFailureDelay() time.Duration {

@@ -44,7 +44,7 @@
 //	m, err := ldapmap.NewLDAP(&ldapmap.Options{
 //		URIs:         []string{"ldaps://ldap1.example.org", "ldaps://ldap2.example.org"},
 //		BindDN:       "cn=switchboard,ou=services,dc=example,dc=org",
-//		BindPassword: ldapmap.Secret(password),
+//		BindPassword: secret.String(password),
 //		BaseDN:       "ou=people,dc=example,dc=org",
 //	})
 //	if err != nil {

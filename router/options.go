@@ -9,17 +9,32 @@ import (
 	"time"
 )
 
-// Defaults for Options fields left zero.
+// Defaults for Options fields left zero. They are exported so that the
+// configuration fills in, documents and checks the same values the
+// server uses; each is read by one accessor below.
 const (
-	defaultPreauthTimeout = 60 * time.Second
-	// RFC 9051 section 5.4: an inactivity timer must be at least 30
-	// minutes after login.
-	defaultIdleTimeout   = 31 * time.Minute
-	defaultDialTimeout   = 3 * time.Second
-	defaultLoginTimeout  = 15 * time.Second
-	defaultLookupTimeout = 5 * time.Second
-	defaultAuthFailDelay = 2 * time.Second
-	defaultMaxErrors     = 3
+	// DefaultPreauthTimeout bounds the wait for each command before login.
+	DefaultPreauthTimeout = 60 * time.Second
+	// DefaultIdleTimeout ends an idle logged-in session. RFC 9051 section
+	// 5.4: an inactivity timer must be at least 30 minutes after login;
+	// one more minute leaves slack for IDLE refreshes.
+	DefaultIdleTimeout = 31 * time.Minute
+	// DefaultDialTimeout bounds connecting to a backend, TLS included.
+	DefaultDialTimeout = 3 * time.Second
+	// DefaultLoginTimeout bounds the backend's greeting and login.
+	DefaultLoginTimeout = 15 * time.Second
+	// DefaultLookupTimeout bounds a map lookup.
+	DefaultLookupTimeout = 5 * time.Second
+	// DefaultAuthFailDelay is the time from a login command to a failed
+	// answer: Dovecot's own auth_failure_delay default, which Switchboard
+	// takes over (docs/dovecot.md asks backends to set theirs to 0).
+	DefaultAuthFailDelay = 2 * time.Second
+	// DefaultMaxPreauthErrors is how many bad commands before login earn
+	// a BYE.
+	DefaultMaxPreauthErrors = 3
+)
+
+const (
 	// handshakeTimeout bounds a client's TLS handshake.
 	handshakeTimeout = 15 * time.Second
 	// byeWriteTimeout bounds writing a final BYE to a client.
@@ -134,7 +149,7 @@ type Options struct {
 }
 
 func (o *Options) preauthTimeout() time.Duration {
-	return orDefault(o.PreauthTimeout, defaultPreauthTimeout)
+	return orDefault(o.PreauthTimeout, DefaultPreauthTimeout)
 }
 func (o *Options) hostname() string {
 	if o.Hostname == "" {
@@ -142,21 +157,21 @@ func (o *Options) hostname() string {
 	}
 	return o.Hostname
 }
-func (o *Options) idleTimeout() time.Duration  { return orDefault(o.IdleTimeout, defaultIdleTimeout) }
-func (o *Options) dialTimeout() time.Duration  { return orDefault(o.DialTimeout, defaultDialTimeout) }
-func (o *Options) loginTimeout() time.Duration { return orDefault(o.LoginTimeout, defaultLoginTimeout) }
+func (o *Options) idleTimeout() time.Duration  { return orDefault(o.IdleTimeout, DefaultIdleTimeout) }
+func (o *Options) dialTimeout() time.Duration  { return orDefault(o.DialTimeout, DefaultDialTimeout) }
+func (o *Options) loginTimeout() time.Duration { return orDefault(o.LoginTimeout, DefaultLoginTimeout) }
 func (o *Options) lookupTimeout() time.Duration {
-	return orDefault(o.LookupTimeout, defaultLookupTimeout)
+	return orDefault(o.LookupTimeout, DefaultLookupTimeout)
 }
 func (o *Options) authFailDelay() time.Duration {
 	if o.AuthFailDelay < 0 {
 		return 0
 	}
-	return orDefault(o.AuthFailDelay, defaultAuthFailDelay)
+	return orDefault(o.AuthFailDelay, DefaultAuthFailDelay)
 }
 func (o *Options) maxErrors() int {
 	if o.MaxPreauthErrors <= 0 {
-		return defaultMaxErrors
+		return DefaultMaxPreauthErrors
 	}
 	return o.MaxPreauthErrors
 }

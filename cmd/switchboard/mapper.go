@@ -45,7 +45,7 @@ func newMapper(cfg *config.Config) (route.Mapper, io.Closer, error) {
 			StartTLS:     lc.StartTLS,
 			TLSConfig:    tc, // ServerName is set per URI by ldapmap
 			BindDN:       lc.BindDN,
-			BindPassword: ldapmap.Secret(string(lc.BindPassword)),
+			BindPassword: lc.BindPassword,
 			BaseDN:       lc.BaseDN,
 			Filter:       lc.Filter,
 			Attribute:    lc.Attribute,
