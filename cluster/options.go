@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"switchboard/internal/usertable"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -31,8 +32,8 @@ const (
 	defaultStateInterval     = 500 * time.Millisecond
 	defaultReconnectInterval = 10 * time.Second
 	defaultHealthTTL         = 30 * time.Second
-	defaultFailureWindow     = 15 * time.Minute
-	defaultMaxEntries        = 100_000
+	defaultFailureWindow     = usertable.DefaultFailureWindow
+	defaultMaxEntries        = usertable.DefaultMaxEntries
 
 	// deliveryTimeout bounds how long Invalidate and Hold wait for their
 	// direct sends; the 1 s convergence promise.
@@ -45,12 +46,6 @@ const (
 	// kickReplayMaxAge: a replayed invalidation older than this drops the
 	// route but no longer closes sessions, which may be newer than the kick.
 	kickReplayMaxAge = time.Minute
-	// defaultHoldTTL applies when Hold is given no ttl; maxHoldTTL caps it.
-	defaultHoldTTL = 10 * time.Minute
-	maxHoldTTL     = 24 * time.Hour
-	// releaseMinTTL is how long a released hold is remembered at least, so
-	// that a late copy of the hold cannot bring it back.
-	releaseMinTTL = time.Minute
 	// maxQueuedBroadcasts bounds the gossip queue; oldest-sent go first.
 	maxQueuedBroadcasts = 4096
 	// urgentRetransmitMult multiplies memberlist's RetransmitMult for
