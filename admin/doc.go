@@ -24,4 +24,11 @@
 //	…
 //	a.SetDraining()    // SIGTERM: /healthz answers 503
 //	a.Shutdown(ctx)
+//
+// Client is the other end, as the switchboard command uses it:
+//
+//	c, err := admin.NewClient("127.0.0.1:8025", token)
+//	resp, err := c.Invalidate("alice@example.org", true) // resp.Warning: not confirmed everywhere
+//	st, err := c.Status()
+//	st.WriteText(os.Stdout)
 package admin
