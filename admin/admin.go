@@ -64,9 +64,9 @@ type Cluster interface {
 	Stats() cluster.Stats
 }
 
-// Control carries out the control requests; *cluster.Cluster implements
-// it for the whole cluster. A returned error wrapping
-// cluster.ErrNotDelivered means the request was accepted but not
+// Control carries out the control requests; *control.Control implements
+// it, for the whole cluster or for a node of its own. A returned error
+// wrapping cluster.ErrNotDelivered means the request was accepted but not
 // confirmed by every member directly (gossip carries it on).
 type Control interface {
 	// Invalidate drops user's cached route, and with kick closes user's

@@ -8,8 +8,8 @@
 //	POST /v1/release      {"user": "alice@example.org"}
 //
 // The control endpoints act on the whole cluster through Control, which
-// *cluster.Cluster implements; a node of its own passes a local
-// implementation. With Options.Token set, every request but /healthz must
+// *control.Control implements, through the cluster or, on a node of its
+// own, on this node alone. With Options.Token set, every request but /healthz must
 // carry "Authorization: Bearer <token>" (RFC 6750), compared in constant
 // time; the token is never logged.
 //
