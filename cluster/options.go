@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"switchboard/internal/usertable"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -24,18 +25,18 @@ const (
 	DefaultBindPort = 7946          // memberlist's customary port, TCP and UDP
 	DefaultLabel    = "switchboard" // keeps two clusters on one network apart
 
-	DefaultGossipInterval    = 100 * time.Millisecond // LAN: 200 ms; halves the epidemic's hop time
-	DefaultProbeInterval     = time.Second            // LAN
-	DefaultProbeTimeout      = 500 * time.Millisecond // LAN; VPN round trips are well below
-	DefaultSuspicionMult     = 4                      // LAN
-	DefaultPushPullInterval  = 15 * time.Second       // LAN: 30 s; full state (limits, holds) converges faster
-	DefaultTCPTimeout        = 5 * time.Second        // LAN: 10 s; bounds Shutdown and stuck direct sends
-	DefaultUDPBufferSize     = 1300                   // LAN: 1400; fits WireGuard (MTU 1420) over IPv6 without fragments
-	DefaultStateInterval     = 500 * time.Millisecond // health and count changes gossiped twice a second
-	DefaultReconnectInterval = 10 * time.Second       // failed members and missing seeds retried
-	DefaultHealthTTL         = 30 * time.Second       // a backend report not renewed for this long is dropped
-	DefaultFailureWindow     = 15 * time.Minute       // time constant of the login failure counts
-	DefaultMaxEntries        = 100_000                // per shared table, per node
+	DefaultGossipInterval    = 100 * time.Millisecond         // LAN: 200 ms; halves the epidemic's hop time
+	DefaultProbeInterval     = time.Second                    // LAN
+	DefaultProbeTimeout      = 500 * time.Millisecond         // LAN; VPN round trips are well below
+	DefaultSuspicionMult     = 4                              // LAN
+	DefaultPushPullInterval  = 15 * time.Second               // LAN: 30 s; full state (limits, holds) converges faster
+	DefaultTCPTimeout        = 5 * time.Second                // LAN: 10 s; bounds Shutdown and stuck direct sends
+	DefaultUDPBufferSize     = 1300                           // LAN: 1400; fits WireGuard (MTU 1420) over IPv6 without fragments
+	DefaultStateInterval     = 500 * time.Millisecond         // health and count changes gossiped twice a second
+	DefaultReconnectInterval = 10 * time.Second               // failed members and missing seeds retried
+	DefaultHealthTTL         = 30 * time.Second               // a backend report not renewed for this long is dropped
+	DefaultFailureWindow     = usertable.DefaultFailureWindow // time constant of the login failure counts
+	DefaultMaxEntries        = usertable.DefaultMaxEntries    // per shared table, per node
 
 	// deliveryTimeout bounds how long Invalidate and Hold wait for their
 	// direct sends; the 1 s convergence promise.
@@ -48,12 +49,6 @@ const (
 	// kickReplayMaxAge: a replayed invalidation older than this drops the
 	// route but no longer closes sessions, which may be newer than the kick.
 	kickReplayMaxAge = time.Minute
-	// defaultHoldTTL applies when Hold is given no ttl; maxHoldTTL caps it.
-	defaultHoldTTL = 10 * time.Minute
-	maxHoldTTL     = 24 * time.Hour
-	// releaseMinTTL is how long a released hold is remembered at least, so
-	// that a late copy of the hold cannot bring it back.
-	releaseMinTTL = time.Minute
 	// maxQueuedBroadcasts bounds the gossip queue; oldest-sent go first.
 	maxQueuedBroadcasts = 4096
 	// urgentRetransmitMult multiplies memberlist's RetransmitMult for
