@@ -43,7 +43,6 @@ const (
 	ReasonTooMany      = "too_many"     // more than maxOutstanding pipelined commands
 	ReasonBad          = "bad"          // the server answered BAD: it may read the stream otherwise
 	ReasonBye          = "bye"          // the server said BYE
-	ReasonLogout       = "logout"       // a LOGOUT reached the backend
 	ReasonLiteral      = "literal"      // a literal still in flight, or refused by the server
 	ReasonPartial      = "partial"      // a command line not yet complete
 	ReasonIdle         = "idle"         // IDLE not ended with DONE
