@@ -210,9 +210,14 @@ func same(a, b *Key) bool {
 // must be idle: logged in, no command outstanding, no mailbox selected.
 //
 // Put may evict other connections to stay within bounds and closes them.
-// It returns false, and counts a refusal, when the cache is closed or conn
-// is past MaxAge already; the caller then still owns conn and closes it.
+// It returns false, and counts a refusal, when the cache is closed, conn
+// is past MaxAge already, or k is the zero Key (not made by Key); the
+// caller then still owns conn and closes it.
 func (c *Cache) Put(k Key, conn Conn, caps []byte, loggedIn time.Time) bool {
+	if k.mac == ([sha256.Size]byte{}) {
+		c.m.refused(refusedOther)
+		return false
+	}
 	now := c.opts.now()
 	if loggedIn.IsZero() {
 		loggedIn = now

@@ -346,9 +346,14 @@ func TestPutRefused(t *testing.T) {
 	if c.Put(k, g, nil, time.Time{}) {
 		t.Fatal("Put after Close accepted")
 	}
+	z := conn("zero key")
+	if c.Put(Key{}, z, nil, time.Time{}) {
+		t.Fatal("Put under the zero Key accepted")
+	}
 	wantClosed(t, f, 0) // the caller closes what is refused
 	wantClosed(t, g, 0)
-	for _, r := range []string{"age", "closed"} {
+	wantClosed(t, z, 0)
+	for _, r := range []string{"age", "closed", "other"} {
 		if got := metric(t, reg, "switchboard_conncache_park_refusals_total", "reason", r); got != 1 {
 			t.Fatalf("refusals{%s} = %v, want 1", r, got)
 		}

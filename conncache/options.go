@@ -59,8 +59,9 @@ type Options struct {
 	Alive func(Conn) bool
 	// Now is the clock. Nil means time.Now. Tests set it.
 	Now func() time.Time
-	// Registerer, if set, receives the cache's metrics. Nil means they
-	// are kept but not registered.
+	// Registerer, if set, receives the cache's metrics; New panics if
+	// they are registered there already (one Cache per registerer). Nil
+	// means they are kept but not registered.
 	Registerer prometheus.Registerer
 }
 
