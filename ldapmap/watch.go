@@ -324,8 +324,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if w.inSync {
 			backoff = w.opts.retryMin()
 		}
-		wait := jitter(backoff)
-		w.log.Warn("ldap watch: connection lost; reconnecting", "uri", uri, "retry_in", wait.Round(time.Millisecond), "err", err)
+		wait := jitter(backoff).Round(time.Millisecond)
+		if uri == "" {
+			w.log.Warn("ldap watch: cannot connect; retrying", "retry_in", wait, "err", err)
+		} else {
+			w.log.Warn("ldap watch: connection lost; reconnecting", "uri", uri, "retry_in", wait, "err", err)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -3,6 +3,8 @@ package ldapmap
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -327,4 +329,55 @@ func TestWatchPollFallback(t *testing.T) {
 	t.Logf("polled delete reported in %v", took)
 	expect(t, "listed delete", ch, Change{DN: carol, Logins: []string{"carol@example.org"}, OldHosts: []string{"mx1"}, Deleted: true})
 	r.quiet(t, 2*poll, "after the delete")
+}
+
+// TestWatchCookieRefused restores slapd's database from a backup taken
+// before the watcher's last change: the watcher's cookie is then newer
+// than the directory's state, slapd refuses it ("consumer state is newer
+// than provider"), and the watcher falls back to a full refresh that
+// reports the entry as the backup has it.
+func TestWatchCookieRefused(t *testing.T) {
+	s := startWatchSlapd(t, true)
+	data := filepath.Join(s.Dir, "data")
+	backup := filepath.Join(s.Dir, "data.backup")
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(backup, os.DirFS(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := startWatcher(t, s, &WatchOptions{RetryMin: 100 * time.Millisecond, RetryMax: time.Second})
+	if err := s.SetHosts("alice@example.org", "mx9"); err != nil {
+		t.Fatal(err)
+	}
+	r.next(t, changeDeadline, "change before the restore")
+
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(data, os.DirFS(backup)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := r.next(t, 10*time.Second, "change after the restore")
+	expect(t, "change after the restore", ch, Change{DN: s.UserDN("alice@example.org"),
+		Logins: []string{"alice@example.org"}, OldHosts: []string{"mx9"}, NewHosts: []string{"mx1"}})
+	if !strings.Contains(r.log.String(), "refused the sync cookie") {
+		t.Errorf("no refusal line in the log:\n%s", r.log)
+	}
+	r.quiet(t, 200*time.Millisecond, "after the full refresh")
+	if err := s.SetHosts("bob@example.org", "mx4"); err != nil {
+		t.Fatal(err)
+	}
+	ch = r.next(t, changeDeadline, "change after the full refresh")
+	expect(t, "change after the full refresh", ch, Change{DN: s.UserDN("bob@example.org"),
+		Logins: []string{"bob@example.org"}, OldHosts: []string{"mx2", "mx1"}, NewHosts: []string{"mx4"}})
 }
