@@ -67,8 +67,9 @@ type SlapdOptions struct {
 // The directory holds the suffix BaseDN, users under PeopleDN with the
 // classes inetOrgPerson and switchboardUser, and the read-only service
 // account BindDN, which may read entry, objectClass, mail, host and status
-// below BaseDN, plus the operational attributes a watcher needs (entryUUID,
-// entryCSN, modifyTimestamp, and contextCSN on the suffix), and nothing
+// below BaseDN, plus the operational attributes a watcher needs (entryCSN,
+// without which slapd silently skips changes when a sync consumer resumes
+// from a cookie, and modifyTimestamp for the poll fallback), and nothing
 // else.
 type Slapd struct {
 	URI           string // "ldap://IP:PORT"; StartTLS is available
@@ -240,10 +241,7 @@ syncprov-checkpoint 100 1
 access to attrs=userPassword
 	by anonymous auth
 	by * none
-access to dn.base="{{.BaseDN}}" attrs=contextCSN
-	by dn.exact="{{.BindDN}}" read
-	by * none
-access to dn.subtree="{{.BaseDN}}" attrs=entry,objectClass,mail,host,status,entryUUID,entryCSN,modifyTimestamp
+access to dn.subtree="{{.BaseDN}}" attrs=entry,objectClass,mail,host,status,entryCSN,modifyTimestamp
 	by dn.exact="{{.BindDN}}" read
 	by * none
 access to *
