@@ -218,6 +218,12 @@ type Watcher struct {
 	inSync  bool   // the current connection completed a refresh or listing
 	pollTS  string // poll: the latest modifyTimestamp seen
 	started bool   // a connection was made once
+	// csnHidden is set when entries come without entryCSN: resuming
+	// from a cookie would miss changes, see checkCSN.
+	csnHidden bool
+	// tsHidden is set when entries come without modifyTimestamp: the
+	// poll fallback cannot see changes, see pollAll.
+	tsHidden bool
 }
 
 // NewWatcher returns a Watcher of the directory that dir describes (the
@@ -357,6 +363,11 @@ func (w *Watcher) connectAndWatch(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer c.Close()
+	if !w.primed || w.csnHidden {
+		// A refresh cut short leaves a view with holes that a resumed
+		// refresh (unchanged entries come as DNs only) would not fill.
+		w.cookie = nil
+	}
 	if w.started {
 		w.reconnects.Add(1)
 		w.log.Warn("ldap watch: reconnected", "uri", srv.uri, "resume_cookie", w.cookie != nil)

@@ -238,7 +238,8 @@ func syncEntry(state ldap.ControlSyncStateState, id byte, dn string, hosts ...st
 	e := &ldap.Entry{DN: dn}
 	if state == ldap.SyncStateAdd || state == ldap.SyncStateModify {
 		mail := strings.TrimPrefix(strings.SplitN(dn, ",", 2)[0], "mail=")
-		e.Attributes = []*ldap.EntryAttribute{{Name: "mail", Values: []string{mail}}, {Name: "host", Values: hosts}}
+		e.Attributes = []*ldap.EntryAttribute{{Name: "mail", Values: []string{mail}}, {Name: "host", Values: hosts},
+			{Name: "entryCSN", Values: []string{"20260101000000.000000Z#000000#000#000000"}}}
 	}
 	return e, []ldap.Control{&ldap.ControlSyncState{State: state, EntryUUID: [16]byte{id}, Cookie: []byte{'c', id}}}
 }
@@ -303,6 +304,23 @@ func TestWatchSyncProtocol(t *testing.T) {
 	if w.Stats().Entries != 2 {
 		t.Errorf("view holds %d entries, want 2", w.Stats().Entries)
 	}
+
+	// A deletion of an entry the view lacks is reported all the same.
+	const e = "mail=e@x,dc=example,dc=org"
+	feed(rs, ldap.SyncStateDelete, 9, e)
+	checkChanges(t, "unknown delete", changes, []Change{{DN: e, Deleted: true}})
+
+	// An entry without entryCSN: the service account cannot read it, so
+	// the watcher stops resuming from cookies.
+	if w.csnHidden {
+		t.Fatal("csnHidden set by entries that had an entryCSN")
+	}
+	noCSN := &ldap.Entry{DN: d, Attributes: []*ldap.EntryAttribute{{Name: "mail", Values: []string{"d@x"}}, {Name: "host", Values: []string{"mx1"}}}}
+	w.syncEntry(noCSN, []ldap.Control{&ldap.ControlSyncState{State: ldap.SyncStateModify, EntryUUID: [16]byte{4}}}, rs)
+	if !w.csnHidden {
+		t.Error("csnHidden not set by an entry without entryCSN")
+	}
+	checkChanges(t, "modify without a change", changes, nil)
 }
 
 // checkChanges compares the reported changes with want and clears them.

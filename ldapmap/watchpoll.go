@@ -64,6 +64,11 @@ func (w *Watcher) pollAll(ctx context.Context, c *ldap.Conn) error {
 		w.upsert(nil, e, seen)
 	}
 	w.dropUnseen(seen)
+	if len(entries) > 0 && w.pollTS == "" && !w.tsHidden {
+		w.tsHidden = true
+		w.log.Warn("ldap watch: the service account cannot read modifyTimestamp; polling sees only deletions (grant it read on modifyTimestamp, see docs/ldap.md)",
+			"entries", len(entries))
+	}
 	return nil
 }
 

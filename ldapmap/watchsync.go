@@ -12,6 +12,10 @@ import (
 	"switchboard/route"
 )
 
+// entryCSNAttr is the operational attribute holding an entry's change
+// sequence number, which slapd's syncprov compares with a cookie.
+const entryCSNAttr = "entryCSN"
+
 // entryID is an entry's entryUUID (RFC 4530), which RFC 4533 uses to name
 // entries: deletions and present entries of a refresh may come with it
 // alone.
@@ -180,7 +184,7 @@ func (w *Watcher) syncSearch(ctx context.Context, c *ldap.Conn) error {
 	defer cancel()
 	w.mode.Store(ModeSync)
 	rs := &refresh{full: w.cookie == nil, seen: make(seenSet)}
-	req := w.searchRequest(w.filter, w.attrs)
+	req := w.searchRequest(w.filter, append(append([]string(nil), w.attrs...), entryCSNAttr))
 	resp := c.Syncrepl(sctx, req, syncBufferSize, ldap.SyncRequestModeRefreshAndPersist, w.cookie, false)
 	for resp.Next() {
 		if e := resp.Entry(); e != nil {
@@ -243,15 +247,36 @@ func (w *Watcher) syncEntry(e *ldap.Entry, ctls []ldap.Control, rs *refresh) {
 		}
 		rs.seen[key] = struct{}{}
 	case ldap.SyncStateAdd, ldap.SyncStateModify:
+		w.checkCSN(e)
 		w.upsert(&id, e, rs.seen)
 	case ldap.SyncStateDelete:
 		key, ok := w.view.ids[id]
 		if !ok {
 			key = dnKey(e.DN)
 		}
+		if w.view.entries[key] == nil && w.primed && e.DN != "" {
+			// Not in the view (it should be): report it anyway, so that
+			// whatever the node holds for the DN goes.
+			w.emit(&watchEntry{dn: e.DN}, nil)
+			return
+		}
 		w.remove(key)
 	}
 	w.setCookie(st.Cookie)
+}
+
+// checkCSN notes an entry sent without its entryCSN: the service account
+// may not read it, and then slapd, resuming from a cookie, evaluates
+// (entryCSN>=cookie) as undefined and silently leaves out the entries
+// changed meanwhile. The watcher then never resumes: every reconnection
+// asks for a full refresh, which is correct, only larger.
+func (w *Watcher) checkCSN(e *ldap.Entry) {
+	if w.csnHidden || e.GetEqualFoldAttributeValue(entryCSNAttr) != "" {
+		return
+	}
+	w.csnHidden = true
+	w.log.Warn("ldap watch: the service account cannot read entryCSN; every reconnection will ask for a full refresh (grant it read on entryCSN, see docs/ldap.md)",
+		"dn", e.DN)
 }
 
 // syncInfo applies a Sync Info message (RFC 4533 section 2.5).
