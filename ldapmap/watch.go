@@ -156,7 +156,7 @@ func (o *WatchOptions) Check() error {
 		}
 	}
 	for _, a := range o.LoginAttributes {
-		if !validAttribute(a) {
+		if !ValidAttribute(a) {
 			errs = append(errs, fmt.Errorf("login attribute %q is not an attribute description", a))
 		}
 	}
@@ -509,7 +509,7 @@ func (t *filterTemplate) loginAttributes() []string {
 			continue
 		}
 		a := item[:end]
-		if validAttribute(a) && !slices.ContainsFunc(attrs, func(b string) bool { return strings.EqualFold(a, b) }) {
+		if ValidAttribute(a) && !slices.ContainsFunc(attrs, func(b string) bool { return strings.EqualFold(a, b) }) {
 			attrs = append(attrs, a)
 		}
 	}
