@@ -34,6 +34,7 @@ type env struct {
 	tb      *testbed.Testbed
 	srv     *router.Server
 	cache   *ldapmap.Cache
+	hosts   *route.HostMap
 	logs    *syncBuffer
 	clientT *tls.Config
 	// listener addresses
@@ -106,6 +107,7 @@ func startEnv() (*env, error) {
 	deadIP := testbed.AllocIP()
 	deadPort, _ := testbed.FreePort(deadIP)
 	hosts.Hosts["mxdead"] = route.HostAddrs{Addr: fmt.Sprintf("%s:%d", deadIP, deadPort)}
+	e.hosts = hosts
 
 	ip := testbed.AllocIP()
 	certFile, keyFile, err := tb.CA.Issue("mail.example.org", ip)

@@ -125,6 +125,12 @@ func (sess *session) route(cr *wire.Creds, d dialog) (*backendConn, []byte, erro
 			continue
 		}
 		proto := sess.l.cfg.Protocol
+		if sess.cached() {
+			if b, answer := sess.takeParked(cr, d, host, addr); b != nil {
+				sess.bhost, sess.baddr = host, addr
+				return b, answer, nil
+			}
+		}
 		b, pooled := srv.predial.take(proto, host, addr)
 		if b == nil {
 			var err error
@@ -155,6 +161,7 @@ func (sess *session) route(cr *wire.Creds, d dialog) (*backendConn, []byte, erro
 			b.Close()
 			return nil, nil, err
 		}
+		sess.noteLogin(answer)
 		if i > 0 {
 			srv.log.Warn("logged in on a standby backend", "cid", sess.id, "user", user, "backend", host, "skipped", errors.Join(errs...))
 		}
@@ -192,6 +199,7 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *back
 	sess.mu.Lock()
 	sess.backend = b
 	sess.mu.Unlock()
+	sess.didLogin = true
 	sess.srv.setUser(sess, sess.user)
 	sess.srv.stats.LoginOK.Add(1)
 	if g := sess.srv.opts.Gate; g != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net/netip"
+	"switchboard/conncache"
 	"switchboard/route"
 	"time"
 )
@@ -78,6 +79,20 @@ type ListenerConfig struct {
 	// addresses outside ProxyFrom are closed.
 	ProxyProtocol bool
 	ProxyFrom     []netip.Prefix
+	// Cache serves the listener's IMAP logins from Options.Pool and parks
+	// the backend connection at LOGOUT (the webmail connection cache).
+	// Its sessions are relayed through the command follower instead of
+	// the zero-copy splice.
+	Cache bool
+}
+
+// Pool parks logged-in backend connections for cached listeners; a
+// *conncache.Cache.
+type Pool interface {
+	Key(account, backend, password string) conncache.Key
+	Take(k conncache.Key) (c conncache.Conn, caps []byte, loggedIn time.Time, ok bool)
+	Put(k conncache.Key, c conncache.Conn, caps []byte, loggedIn time.Time) bool
+	RefusePark(reason string)
 }
 
 // Gate decides whether a login may go on, and is told how logins and
@@ -137,6 +152,9 @@ type Options struct {
 	MaxPreauthErrors int
 	// Gate, if set, admits or refuses logins (holds, limits).
 	Gate Gate
+	// Pool is the webmail connection cache of listeners with Cache set;
+	// nil means such listeners log in and splice as the others do.
+	Pool Pool
 	// BackendDown, if set, reports backends known to be down; logins skip
 	// them and fail at once when none is left.
 	BackendDown func(host string) bool

@@ -60,7 +60,11 @@ type session struct {
 	done    bool
 	bhost   string
 	baddr   string
-	fwd     wire.Forward // set at login: what the backend is told of the client
+	fwd     wire.Forward  // set at login: what the backend is told of the client
+	cs      *cacheSession // a cached listener's session
+	rl      *pump.Relay   // once relaying (cached listeners)
+
+	didLogin bool // logged in: the Gate is told when the session ends
 }
 
 func newSession(s *Server, l *listener, c net.Conn) *session {
@@ -120,8 +124,12 @@ func (sess *session) serve() {
 	if b == nil {
 		return
 	}
-	// From here the splice owns the session and ends it.
+	// From here the splice or the relay owns the session and ends it.
 	handedOff = true
+	if sess.cached() {
+		sess.relay(b)
+		return
+	}
 	sess.splice(b)
 }
 
@@ -168,7 +176,7 @@ func (sess *session) finish() {
 			sess.outcome = sess.lastFail
 		}
 	}
-	if b != nil {
+	if sess.didLogin {
 		if g := sess.srv.opts.Gate; g != nil {
 			g.Ended(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client})
 		}
@@ -183,6 +191,7 @@ func (sess *session) finish() {
 		"host", sess.bhost,
 		"backend", sess.baddr,
 		"outcome", string(sess.outcome),
+		"cache", sess.cacheState(),
 		"bytes_in", sess.in,
 		"bytes_out", sess.out,
 		"duration", time.Since(sess.start).Round(time.Millisecond),
@@ -365,10 +374,14 @@ func (sess *session) kick(reason string) {
 	}
 	sess.kicked = reason
 	b := sess.backend
-	sp := sess.sp
+	sp, rl := sess.sp, sess.rl
 	sess.mu.Unlock()
 	if sp != nil {
 		sp.Kick()
+		return
+	}
+	if rl != nil {
+		rl.Kick()
 		return
 	}
 	// Still logging in (or about to splice, which looks at the mark once

@@ -153,3 +153,26 @@ func RespCaps(line []byte) []string {
 	}
 	return strings.Fields(string(rest[:j]))
 }
+
+// CachedOK answers the dialog's current login from a parked connection
+// whose first login announced caps (LoginOK).
+func (d *Dialog) CachedOK(caps []byte) []byte { return LoginOK(d.tag, caps) }
+
+// PostLoginCaps returns a copy of the capability list in the tagged OK
+// of a login answer ("tag OK [CAPABILITY …] …"), or nil.
+func PostLoginCaps(answer []byte) []byte {
+	answer = bytes.TrimRight(answer, "\r\n")
+	if i := bytes.LastIndexByte(answer, '\n'); i >= 0 {
+		answer = answer[i+1:]
+	}
+	i := bytes.Index(answer, []byte("[CAPABILITY "))
+	if i < 0 {
+		return nil
+	}
+	rest := answer[i+len("[CAPABILITY "):]
+	j := bytes.IndexByte(rest, ']')
+	if j < 0 {
+		return nil
+	}
+	return append([]byte(nil), rest[:j]...)
+}

@@ -153,8 +153,15 @@ func (r *Relay) stop() {
 	r.mu.Unlock()
 	if answered {
 		r.backend.Conn.SetReadDeadline(time.Unix(1, 0))
+		return
 	}
+	// What is owed must come within stopWait, or the relay fails.
+	r.backend.Conn.SetReadDeadline(time.Now().Add(stopWait))
 }
+
+// stopWait bounds how long a stopping relay waits for the answers still
+// owed to the client.
+const stopWait = 10 * time.Second
 
 // relayDown copies backend to client until the relay is stopping and
 // every command is answered, or the backend fails.
