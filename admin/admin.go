@@ -80,6 +80,9 @@ type Control interface {
 type Options struct {
 	// Addr is the "host:port" to listen on. Required.
 	Addr string
+	// Metrics, if set, are served on /metrics beside the listener's own
+	// (the webmail cache's, say).
+	Metrics prometheus.Gatherer
 	// Token, if set, is the bearer token every request but /healthz
 	// must carry.
 	Token string
@@ -146,7 +149,11 @@ func New(opts *Options) *Server {
 		&collector{s: s},
 	)
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
+	var g prometheus.Gatherer = s.reg
+	if s.opts.Metrics != nil {
+		g = prometheus.Gatherers{s.reg, s.opts.Metrics}
+	}
+	mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(g, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 	})))

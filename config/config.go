@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"switchboard/cluster"
+	"switchboard/conncache"
 	"switchboard/gate"
 	"switchboard/internal/secret"
 	"switchboard/ldapmap"
@@ -83,6 +84,9 @@ type Config struct {
 	// Admin is the HTTP listener for metrics, status and control; nil
 	// without an [admin] table (no listener).
 	Admin *Admin `toml:"admin"`
+	// Cache bounds the webmail connection cache of listeners with
+	// cache = true.
+	Cache Cache `toml:"cache"`
 
 	// File is the path the configuration was loaded from. Relative paths
 	// in it were resolved against its directory. Not a key.
@@ -145,6 +149,26 @@ type Listener struct {
 	// ProxyFrom are the networks (CIDR) allowed to send that header;
 	// connections from elsewhere are refused. See ProxyNets.
 	ProxyFrom []string `toml:"proxy_from"`
+	// Cache puts the webmail connection cache ([cache]) on this IMAP
+	// listener.
+	Cache bool `toml:"cache"`
+	// CacheAnyAddress allows Cache on an address that is not loopback.
+	CacheAnyAddress bool `toml:"cache_any_address"`
+}
+
+// Cache is the [cache] table: the webmail connection cache's bounds
+// (conncache.Options).
+type Cache struct {
+	// PerUser bounds the connections parked for one account.
+	PerUser int `toml:"per_user"`
+	// Total bounds the connections parked on this node.
+	Total int `toml:"total"`
+	// IdleTimeout closes a connection parked this long unused.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxAge closes a connection this long after its backend login,
+	// however often reused: a changed password stops working through the
+	// cache by then at the latest.
+	MaxAge Duration `toml:"max_age"`
 }
 
 // Backend is the [backend] table.
@@ -210,6 +234,15 @@ type LDAP struct {
 	DialTimeout Duration `toml:"dial_timeout"`
 	// Timeout bounds one search.
 	Timeout Duration `toml:"timeout"`
+	// Watch follows the directory's changes (RFC 4533 content sync, or
+	// a poll of modifyTimestamp where the directory offers none) and
+	// drops or kicks what a change makes stale, on this node.
+	Watch bool `toml:"watch"`
+	// WatchPollInterval is the poll fallback's period.
+	WatchPollInterval Duration `toml:"watch_poll_interval"`
+	// WatchListInterval is how often the poll fallback lists every
+	// entry's DN to see deletions.
+	WatchListInterval Duration `toml:"watch_list_interval"`
 }
 
 // Hosts is the [hosts] table: host attribute value -> addresses.
@@ -323,17 +356,26 @@ func Default() *Config {
 			ServeStale:  true,                          // logins keep working while LDAP is down
 		},
 		LDAP: &LDAP{
-			URIs:             nil,                           // required
-			StartTLS:         false,                         // use ldaps:// URIs instead
-			CAFile:           "",                            // system roots
-			BindDN:           "",                            // anonymous searches
-			BindPasswordFile: "",                            // required with bind_dn
-			BaseDN:           "",                            // required
-			Filter:           ldapmap.DefaultFilter,         // the login is the mail address of an active entry
-			Attribute:        ldapmap.DefaultAttribute,      // values are host names, primary first
-			PoolSize:         ldapmap.DefaultPoolSize,       // connections per proxy; go-ldap multiplexes on each
-			DialTimeout:      D(ldapmap.DefaultDialTimeout), // connect, TLS and bind
-			Timeout:          D(ldapmap.DefaultTimeout),     // one search
+			URIs:              nil,                            // required
+			StartTLS:          false,                          // use ldaps:// URIs instead
+			CAFile:            "",                             // system roots
+			BindDN:            "",                             // anonymous searches
+			BindPasswordFile:  "",                             // required with bind_dn
+			BaseDN:            "",                             // required
+			Filter:            ldapmap.DefaultFilter,          // the login is the mail address of an active entry
+			Attribute:         ldapmap.DefaultAttribute,       // values are host names, primary first
+			PoolSize:          ldapmap.DefaultPoolSize,        // connections per proxy; go-ldap multiplexes on each
+			DialTimeout:       D(ldapmap.DefaultDialTimeout),  // connect, TLS and bind
+			Timeout:           D(ldapmap.DefaultTimeout),      // one search
+			Watch:             true,                           // every node follows the directory's changes
+			WatchPollInterval: D(ldapmap.DefaultPollInterval), // without a change feed, changes seen within 10s
+			WatchListInterval: D(ldapmap.DefaultListInterval), // and deletions within a minute
+		},
+		Cache: Cache{
+			PerUser:     conncache.DefaultPerUser,        // Roundcube's mail page opens two connections at once
+			Total:       conncache.DefaultTotal,          // Dovecot processes held open on the backends
+			IdleTimeout: D(conncache.DefaultIdleTimeout), // up-imapproxy's 300 s
+			MaxAge:      D(conncache.DefaultMaxAge),      // a changed password is refused by then at the latest
 		},
 		Limits: Limits{
 			IMAPSessionsPerUser:  50,                              // a few devices with a dozen folder connections each

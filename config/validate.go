@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"switchboard/conncache"
 	"switchboard/internal/secret"
 	"switchboard/ldapmap"
 	"switchboard/route"
@@ -226,7 +227,38 @@ func (ls *Listeners) validate(c *checker, cfg *Config) {
 				c.errorf(index(key("proxy_from"), j), "%v", err)
 			}
 		}
+		l.validateCache(c, key)
 	}
+}
+
+// validateCache checks a cached listener: IMAP only, and on loopback
+// (the webmail on this node) unless cache_any_address says otherwise.
+func (l *Listener) validateCache(c *checker, key func(string) string) {
+	if !l.Cache {
+		if l.CacheAnyAddress {
+			c.errorf(key("cache_any_address"), "set, but cache is false")
+		}
+		return
+	}
+	if l.Protocol == route.POP3 {
+		c.errorf(key("cache"), "only IMAP listeners can be cached")
+	}
+	if host, _, err := splitPort(l.Address); err == nil && !secret.Local(host) && !l.CacheAnyAddress {
+		c.errorf(key("cache"), "%q is not a loopback address: parked logins are for the webmail on this node; set cache_any_address = true to offer them elsewhere", l.Address)
+	}
+}
+
+// validate checks [cache] through the cache's own check.
+func (ca *Cache) validate(c *checker, _ *Config) {
+	o := ca.Options()
+	for _, err := range o.Check() {
+		c.errorf("cache", "%v", err)
+	}
+}
+
+// Options returns the cache's options.
+func (ca *Cache) Options() conncache.Options {
+	return conncache.Options{PerUser: ca.PerUser, Total: ca.Total, IdleTimeout: ca.IdleTimeout.Duration, MaxAge: ca.MaxAge.Duration}
 }
 
 // validate checks [backend]. With tls = true, ports not written in the

@@ -20,8 +20,8 @@ import (
 // Defaults for the zero values of WatchOptions, and the watcher's fixed
 // limits.
 const (
-	defaultPollInterval = 10 * time.Second
-	defaultListInterval = time.Minute
+	DefaultPollInterval = 10 * time.Second
+	DefaultListInterval = time.Minute
 	defaultRetryMin     = 250 * time.Millisecond
 	defaultRetryMax     = 30 * time.Second
 	// retryJitter spreads reconnections of many nodes to one restarted
@@ -120,14 +120,14 @@ type WatchOptions struct {
 
 func (o *WatchOptions) pollInterval() time.Duration {
 	if o.PollInterval == 0 {
-		return defaultPollInterval
+		return DefaultPollInterval
 	}
 	return o.PollInterval
 }
 
 func (o *WatchOptions) listInterval() time.Duration {
 	if o.ListInterval == 0 {
-		return defaultListInterval
+		return DefaultListInterval
 	}
 	return o.ListInterval
 }

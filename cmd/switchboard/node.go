@@ -12,11 +12,14 @@ import (
 	"switchboard/admin"
 	"switchboard/cluster"
 	"switchboard/config"
+	"switchboard/conncache"
 	"switchboard/control"
 	"switchboard/gate"
 	"switchboard/ldapmap"
 	"switchboard/route"
 	"switchboard/router"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const (
@@ -38,6 +41,8 @@ type node struct {
 	ctl    *control.Control
 	mapper route.Mapper
 	admin  *admin.Server // nil without [admin]
+	// metrics are the node's own, beside the admin listener's.
+	metrics prometheus.Gatherer
 
 	checkCancel context.CancelFunc
 	checkDone   chan struct{}
@@ -46,9 +51,12 @@ type node struct {
 // newNode joins the cluster (if configured) and builds the gate. The
 // cluster calls back into the node, which reaches the router once
 // setServer has been called.
-func newNode(cfg *config.Config, mapper route.Mapper, logger *slog.Logger) (*node, error) {
-	n := &node{cfg: cfg, log: logger, mapper: mapper}
+func newNode(cfg *config.Config, mapper route.Mapper, pool *conncache.Cache, metrics prometheus.Gatherer, logger *slog.Logger) (*node, error) {
+	n := &node{cfg: cfg, log: logger, mapper: mapper, metrics: metrics}
 	ctlOpts := &control.Options{Logger: logger}
+	if pool != nil {
+		ctlOpts.Cache = pool
+	}
 	ctlOpts.Routes, _ = mapper.(route.Invalidator)
 	var state gate.State
 	if cfg.Cluster == nil {
@@ -212,6 +220,7 @@ func (n *node) startAdmin(srv *router.Server, hm *route.HostMap) error {
 		Backends:    names,
 		BackendName: admin.BackendNamer(addrs),
 		Gate:        n.gate.Stats,
+		Metrics:     n.metrics,
 		Logger:      n.log,
 	}
 	if n.cl != nil {
