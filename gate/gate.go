@@ -150,6 +150,17 @@ func (g *Gate) Admit(ctx context.Context, l *route.Login) error {
 	return nil
 }
 
+// Recheck refuses a login the backend has accepted if its user was put
+// on hold since Admit: a mailbox move's hold covers the logins already
+// on their way, so none lands on the old backend after it.
+func (g *Gate) Recheck(l *route.Login) error {
+	if g.state.Held(route.Fold(l.User)) {
+		g.held.Add(1)
+		return &route.Refusal{Code: "UNAVAILABLE", Text: TextHeld}
+	}
+	return nil
+}
+
 // delay returns how long a login waits after n recent failures.
 func (g *Gate) delay(n int) time.Duration {
 	at := g.opts.FailuresBeforeDelay

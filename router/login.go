@@ -48,13 +48,29 @@ func (sess *session) login() *backendConn {
 		t0 := time.Now() // the failure delay counts from the credentials
 		b, answer, err := sess.route(cr, d)
 		if err == nil {
-			return sess.loggedIn(b, t0, answer)
+			if err = sess.recheck(b); err == nil {
+				return sess.loggedIn(b, t0, answer)
+			}
 		}
 		sess.refused(t0, err)
 		if !d.Refuse(err) {
 			return nil
 		}
 	}
+}
+
+// recheck asks the Gate once more, now that the backend has accepted the
+// login; a refusal closes the backend connection.
+func (sess *session) recheck(b *backendConn) error {
+	rc, ok := sess.srv.opts.Gate.(Rechecker)
+	if !ok {
+		return nil
+	}
+	err := rc.Recheck(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client})
+	if err != nil {
+		b.Close()
+	}
+	return err
 }
 
 // ended records how a login phase ended without a login.

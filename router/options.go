@@ -112,6 +112,14 @@ type Gate interface {
 	Ended(l *route.Login)
 }
 
+// Rechecker is implemented by gates that judge a login once more after
+// the backend has accepted it, just before the client is told: a hold set
+// meanwhile (a mailbox move's) refuses it, and the backend connection is
+// closed.
+type Rechecker interface {
+	Recheck(l *route.Login) error
+}
+
 // Options configure a Server. The zero value of each field is documented.
 type Options struct {
 	// Hostname appears in greetings. Empty means "Switchboard".
