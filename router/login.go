@@ -117,73 +117,92 @@ func (sess *session) route(cr *wire.Creds, d dialog) (*backendConn, []byte, erro
 			return nil, nil, wire.Unavailable("gate: %w", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(srv.ctx, srv.opts.lookupTimeout())
-	res, err := srv.opts.Mapper.Lookup(ctx, user)
-	cancel()
-	switch {
-	case err == nil:
-	case errors.Is(err, route.ErrUnknownUser):
-		return nil, nil, fmt.Errorf("%w: unknown user", wire.ErrAuthFailed)
-	case errors.Is(err, route.ErrAmbiguous):
-		srv.log.Error("routing error: more than one directory entry matches", "cid", sess.id, "user", user, "err", err)
-		return nil, nil, wire.Unavailable("lookup: %w", err)
-	default:
-		return nil, nil, wire.Unavailable("lookup: %w", err)
-	}
-	if len(res.Hosts) == 0 {
-		return nil, nil, wire.Unavailable("lookup: %w", route.ErrNoHost)
+	hosts, err := sess.lookup(user)
+	if err != nil {
+		return nil, nil, err
 	}
 	var errs []error
-	for i, host := range res.Hosts {
-		addr := srv.hosts.Resolve(host, sess.l.cfg.Protocol)
-		if down := srv.opts.BackendDown; down != nil && down(host) {
-			errs = append(errs, fmt.Errorf("%s: marked down by health checks", host))
-			continue
-		}
-		proto := sess.l.cfg.Protocol
-		if sess.cached() {
-			if b, answer := sess.takeParked(cr, d, host, addr); b != nil {
-				sess.bhost, sess.baddr = host, addr
-				return b, answer, nil
-			}
-		}
-		b, pooled := srv.predial.take(proto, host, addr)
-		if b == nil {
-			var err error
-			if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
-				errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
-				continue
-			}
-		}
-		sess.bhost, sess.baddr = host, addr
-		answer, err := d.BackendLogin(&b.Backend, cr, &sess.fwd)
+	for i, host := range hosts {
+		b, answer, err := sess.tryHost(cr, d, host)
 		var te *wire.TransportError
-		if pooled && errors.As(err, &te) {
-			// A parked connection may have been closed by the backend
-			// since it was checked: try once more on a fresh one.
-			b.Close()
-			if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
-				errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
-				continue
-			}
-			answer, err = d.BackendLogin(&b.Backend, cr, &sess.fwd)
-		}
-		if errors.As(err, &te) {
-			b.Close()
-			errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
+		switch {
+		case errors.As(err, &te):
+			errs = append(errs, fmt.Errorf("%s (%s): %w", host, sess.baddr, err))
 			continue
-		}
-		if err != nil {
-			b.Close()
+		case err != nil:
 			return nil, nil, err
 		}
-		sess.noteLogin(answer)
 		if i > 0 {
 			srv.log.Warn("logged in on a standby backend", "cid", sess.id, "user", user, "backend", host, "skipped", errors.Join(errs...))
 		}
 		return b, answer, nil
 	}
 	return nil, nil, wire.Unavailable("no backend reachable: %w", errors.Join(errs...))
+}
+
+// lookup asks the map for user's hosts, primary first.
+func (sess *session) lookup(user string) ([]string, error) {
+	srv := sess.srv
+	ctx, cancel := context.WithTimeout(srv.ctx, srv.opts.lookupTimeout())
+	res, err := srv.opts.Mapper.Lookup(ctx, user)
+	cancel()
+	switch {
+	case err == nil:
+	case errors.Is(err, route.ErrUnknownUser):
+		return nil, fmt.Errorf("%w: unknown user", wire.ErrAuthFailed)
+	case errors.Is(err, route.ErrAmbiguous):
+		srv.log.Error("routing error: more than one directory entry matches", "cid", sess.id, "user", user, "err", err)
+		return nil, wire.Unavailable("lookup: %w", err)
+	default:
+		return nil, wire.Unavailable("lookup: %w", err)
+	}
+	if len(res.Hosts) == 0 {
+		return nil, wire.Unavailable("lookup: %w", route.ErrNoHost)
+	}
+	return res.Hosts, nil
+}
+
+// tryHost logs cr in on host: from a parked connection on a cached
+// listener, else on a pre-dialled or new connection. A
+// *wire.TransportError means the next host may be tried; any other
+// error is the backend's verdict on the credentials.
+func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendConn, []byte, error) {
+	srv := sess.srv
+	proto := sess.l.cfg.Protocol
+	addr := srv.hosts.Resolve(host, proto)
+	sess.bhost, sess.baddr = host, addr
+	if down := srv.opts.BackendDown; down != nil && down(host) {
+		return nil, nil, &wire.TransportError{Err: errors.New("marked down by health checks")}
+	}
+	if sess.cached() {
+		if b, answer := sess.takeParked(cr, d, host, addr); b != nil {
+			return b, answer, nil
+		}
+	}
+	b, pooled := srv.predial.take(proto, host, addr)
+	if b == nil {
+		var err error
+		if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
+			return nil, nil, &wire.TransportError{Err: err}
+		}
+	}
+	answer, err := d.BackendLogin(&b.Backend, cr, &sess.fwd)
+	var te *wire.TransportError
+	if pooled && errors.As(err, &te) {
+		// A parked connection may have been closed by the backend
+		// since it was checked: try once more on a fresh one.
+		b.Close()
+		if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
+			return nil, nil, &wire.TransportError{Err: err}
+		}
+		answer, err = d.BackendLogin(&b.Backend, cr, &sess.fwd)
+	}
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	sess.noteLogin(answer)
+	return b, answer, nil
 }
 
 // failDelay waits until AuthFailDelay after t0, so every failed login is
