@@ -48,7 +48,7 @@ func (d *Dialog) caps() string {
 		caps += " STARTTLS"
 	}
 	if d.c.PlaintextAllowed() {
-		caps += " AUTH=PLAIN"
+		caps += " AUTH=PLAIN AUTH=LOGIN"
 	} else {
 		caps += " LOGINDISABLED"
 	}
@@ -191,7 +191,18 @@ func (d *Dialog) creds(cmd *Command) (*wire.Creds, route.Outcome, error) {
 			o, err := d.bad(&ParseError{Tag: tag, Text: "Empty user name or password."})
 			return nil, o, err
 		}
-		return &wire.Creds{User: cmd.Args[0], Pass: cmd.Args[1]}, "", nil
+		return d.checked(tag, &wire.Creds{User: cmd.Args[0], Pass: cmd.Args[1]})
+	}
+	if cmd.Args[0] == "LOGIN" {
+		ir := ""
+		if len(cmd.Args) > 1 {
+			ir = cmd.Args[1]
+		}
+		cr, err := wire.SASLLogin(d.c, ir)
+		if err != nil {
+			return d.saslFailed(tag, err)
+		}
+		return d.checked(tag, cr)
 	}
 	if cmd.Args[0] != "PLAIN" {
 		if err := d.c.Write([]byte(tag + " NO [CANNOT] Unsupported authentication mechanism.\r\n")); err != nil {
@@ -205,21 +216,39 @@ func (d *Dialog) creds(cmd *Command) (*wire.Creds, route.Outcome, error) {
 		resp = cmd.Args[1]
 	} else {
 		var err error
-		switch resp, err = wire.SASLContinue(d.c); {
-		case err == wire.ErrLineTooLong:
-			o, err := d.bad(&ParseError{Tag: tag, Code: "TOOBIG", Text: "Response too long.", Fatal: true})
-			return nil, o, err
-		case err == wire.ErrSASLCancelled:
-			o, err := d.bad(&ParseError{Tag: tag, Text: "Authentication cancelled."})
-			return nil, o, err
-		case err != nil:
-			o, err := readEnd(err)
-			return nil, o, err
+		if resp, err = wire.SASLContinue(d.c); err != nil {
+			return d.saslFailed(tag, err)
 		}
 	}
 	cr, err := wire.DecodePlain(resp)
 	if err != nil {
 		o, err := d.bad(&ParseError{Tag: tag, Text: "Invalid PLAIN response: " + err.Error() + "."})
+		return nil, o, err
+	}
+	return d.checked(tag, cr)
+}
+
+// saslFailed answers a SASL exchange that did not give credentials.
+func (d *Dialog) saslFailed(tag string, err error) (*wire.Creds, route.Outcome, error) {
+	var o route.Outcome
+	switch {
+	case err == wire.ErrLineTooLong:
+		o, err = d.bad(&ParseError{Tag: tag, Code: "TOOBIG", Text: "Response too long.", Fatal: true})
+	case err == wire.ErrSASLCancelled:
+		o, err = d.bad(&ParseError{Tag: tag, Text: "Authentication cancelled."})
+	case errors.Is(err, wire.ErrBadResponse):
+		o, err = d.bad(&ParseError{Tag: tag, Text: "Invalid LOGIN response."})
+	default:
+		o, err = readEnd(err)
+	}
+	return nil, o, err
+}
+
+// checked refuses credentials holding CR, LF or NUL before any byte of
+// them reaches a backend.
+func (d *Dialog) checked(tag string, cr *wire.Creds) (*wire.Creds, route.Outcome, error) {
+	if err := cr.Check(); err != nil {
+		o, err := d.bad(&ParseError{Tag: tag, Text: "Invalid characters in user name or password."})
 		return nil, o, err
 	}
 	return cr, "", nil

@@ -37,7 +37,7 @@ func (d *Dialog) caps() string {
 	var b strings.Builder
 	b.WriteString("+OK Capability list follows\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n")
 	if d.c.PlaintextAllowed() {
-		b.WriteString("USER\r\nSASL PLAIN\r\n")
+		b.WriteString("USER\r\nSASL PLAIN LOGIN\r\n")
 	}
 	if d.c.CanStartTLS() {
 		b.WriteString("STLS\r\n")
@@ -121,7 +121,7 @@ func (d *Dialog) command(cmd *Command) (*wire.Creds, route.Outcome, error) {
 		}
 		cr := &wire.Creds{User: d.user, Pass: cmd.Args[0]}
 		d.user = ""
-		return cr, "", nil
+		return d.checked(cr)
 	case "AUTH":
 		return d.auth(cmd)
 	default:
@@ -171,7 +171,7 @@ func (d *Dialog) auth(cmd *Command) (*wire.Creds, route.Outcome, error) {
 	if len(cmd.Args) == 0 {
 		list := "+OK\r\n.\r\n"
 		if d.c.PlaintextAllowed() {
-			list = "+OK\r\nPLAIN\r\n.\r\n"
+			list = "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n"
 		}
 		if err := d.c.Write([]byte(list)); err != nil {
 			o, err := wire.ReadOutcome(err)
@@ -186,30 +186,58 @@ func (d *Dialog) auth(cmd *Command) (*wire.Creds, route.Outcome, error) {
 		}
 		return nil, "", nil
 	}
-	if cmd.Args[0] != "PLAIN" {
+	var ir string
+	if len(cmd.Args) > 1 {
+		ir = cmd.Args[1]
+	}
+	switch cmd.Args[0] {
+	case "LOGIN":
+		cr, err := wire.SASLLogin(d.c, ir)
+		if err != nil {
+			return d.saslFailed(err)
+		}
+		return d.checked(cr)
+	case "PLAIN":
+	default:
 		o, err := d.bad("Unsupported authentication mechanism.", false)
 		return nil, o, err
 	}
-	var resp string
-	if len(cmd.Args) > 1 {
-		resp = cmd.Args[1]
-	} else {
+	resp := ir
+	if resp == "" {
 		var err error
-		switch resp, err = wire.SASLContinue(d.c); {
-		case err == wire.ErrLineTooLong:
-			o, err := d.bad("Response too long.", true)
-			return nil, o, err
-		case err == wire.ErrSASLCancelled:
-			o, err := d.bad("Authentication cancelled.", false)
-			return nil, o, err
-		case err != nil:
-			o, err := wire.ReadOutcome(err)
-			return nil, o, err
+		if resp, err = wire.SASLContinue(d.c); err != nil {
+			return d.saslFailed(err)
 		}
 	}
 	cr, err := wire.DecodePlain(resp)
 	if err != nil {
 		o, err := d.bad("Invalid PLAIN response: "+err.Error()+".", false)
+		return nil, o, err
+	}
+	return d.checked(cr)
+}
+
+// saslFailed answers a SASL exchange that did not give credentials.
+func (d *Dialog) saslFailed(err error) (*wire.Creds, route.Outcome, error) {
+	var o route.Outcome
+	switch {
+	case err == wire.ErrLineTooLong:
+		o, err = d.bad("Response too long.", true)
+	case err == wire.ErrSASLCancelled:
+		o, err = d.bad("Authentication cancelled.", false)
+	case errors.Is(err, wire.ErrBadResponse):
+		o, err = d.bad("Invalid LOGIN response.", false)
+	default:
+		o, err = wire.ReadOutcome(err)
+	}
+	return nil, o, err
+}
+
+// checked refuses credentials holding CR, LF or NUL before any byte of
+// them reaches a backend.
+func (d *Dialog) checked(cr *wire.Creds) (*wire.Creds, route.Outcome, error) {
+	if err := cr.Check(); err != nil {
+		o, err := d.bad("Invalid characters in user name or password.", false)
 		return nil, o, err
 	}
 	return cr, "", nil

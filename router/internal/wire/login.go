@@ -88,28 +88,16 @@ type Client interface {
 	KickReason() string
 }
 
+// ErrBadResponse: a SASL response that does not decode.
+var ErrBadResponse = errors.New("invalid SASL response")
+
 // ErrSASLCancelled: the client answered a SASL challenge with "*".
 var ErrSASLCancelled = errors.New("SASL exchange cancelled")
 
 // SASLContinue sends an empty SASL challenge ("+ ", the same in IMAP and
 // POP3) and reads the client's response line. It returns ErrLineTooLong
 // for an over-long response and ErrSASLCancelled for "*".
-func SASLContinue(c Client) (string, error) {
-	if err := c.Write([]byte("+ \r\n")); err != nil {
-		return "", err
-	}
-	if err := c.ReadDeadline(); err != nil {
-		return "", err
-	}
-	line, err := ReadLine(c.Reader())
-	if err != nil {
-		return "", err
-	}
-	if string(line) == "*" {
-		return "", ErrSASLCancelled
-	}
-	return string(line), nil
-}
+func SASLContinue(c Client) (string, error) { return saslAsk(c, "+ \r\n") }
 
 // ReadOutcome classifies a failed read before login, and returns the
 // error worth logging (none for a timeout or a hang-up).
@@ -233,4 +221,77 @@ func RespCode(text []byte) string {
 		return ""
 	}
 	return strings.ToUpper(string(text[1:end]))
+}
+
+// ErrBadCredsChars: a user name or password holds CR, LF or NUL, which no
+// backend login could carry faithfully (and which could smuggle a command
+// into one). Such credentials are refused before any byte of them
+// reaches a backend.
+var ErrBadCredsChars = errors.New("CR, LF or NUL in credentials")
+
+// Check reports ErrBadCredsChars for credentials that hold CR, LF or NUL.
+func (c *Creds) Check() error {
+	for _, s := range [...]string{c.Authz, c.User, c.Pass} {
+		if strings.ContainsAny(s, "\r\n\x00") {
+			return ErrBadCredsChars
+		}
+	}
+	return nil
+}
+
+// SASL LOGIN's challenges (draft-murchison-sasl-login): "Username:" and
+// "Password:", base64-encoded.
+const (
+	loginUserPrompt = "+ VXNlcm5hbWU6\r\n"
+	loginPassPrompt = "+ UGFzc3dvcmQ6\r\n"
+)
+
+// SASLLogin runs the SASL LOGIN exchange, which some clients offer
+// instead of PLAIN: the user name (the initial response, when ir is not
+// empty, else asked for), then the password. It returns ErrLineTooLong,
+// ErrSASLCancelled, or an error for invalid base64.
+func SASLLogin(c Client, ir string) (*Creds, error) {
+	user := ir
+	if user == "" {
+		var err error
+		if user, err = saslAsk(c, loginUserPrompt); err != nil {
+			return nil, err
+		}
+	}
+	pass, err := saslAsk(c, loginPassPrompt)
+	if err != nil {
+		return nil, err
+	}
+	u, err1 := decodeB64(user)
+	p, err2 := decodeB64(pass)
+	if err1 != nil || err2 != nil || u == "" || p == "" {
+		return nil, ErrBadResponse
+	}
+	return &Creds{User: u, Pass: p}, nil
+}
+
+// saslAsk sends a challenge line and reads the response line.
+func saslAsk(c Client, challenge string) (string, error) {
+	if err := c.Write([]byte(challenge)); err != nil {
+		return "", err
+	}
+	if err := c.ReadDeadline(); err != nil {
+		return "", err
+	}
+	line, err := ReadLine(c.Reader())
+	if err != nil {
+		return "", err
+	}
+	if string(line) == "*" {
+		return "", ErrSASLCancelled
+	}
+	return string(line), nil
+}
+
+func decodeB64(s string) (string, error) {
+	if s == "=" {
+		return "", nil
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	return string(b), err
 }
