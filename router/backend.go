@@ -37,11 +37,17 @@ func (b *backendConn) Close() error {
 // connectBackend dials addr and reads the backend's greeting, which must
 // be "* OK" (IMAP) or "+OK" (POP3).
 func (s *Server) connectBackend(ctx context.Context, proto, host, addr string) (*backendConn, error) {
+	return s.connectBackendWithin(ctx, proto, host, addr, s.opts.loginTimeout())
+}
+
+// connectBackendWithin is connectBackend with the greeting awaited for
+// at most greet.
+func (s *Server) connectBackendWithin(ctx context.Context, proto, host, addr string, greet time.Duration) (*backendConn, error) {
 	b, err := s.dialBackend(ctx, host, addr)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.Conn.SetDeadline(time.Now().Add(s.opts.loginTimeout())); err != nil {
+	if err := b.Conn.SetDeadline(time.Now().Add(greet)); err != nil {
 		b.Close()
 		return nil, err
 	}

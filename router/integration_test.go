@@ -613,6 +613,7 @@ func TestBackendUnavailableThenBack(t *testing.T) {
 	t.Cleanup(func() {
 		if !mx2.Running() {
 			mx2.Start()
+			e.waitServes(t, dave.Mail, dave.Password)
 		}
 	})
 	r := newRaw(t, tlsDial(t, e.imaps, e.clientT))
@@ -640,7 +641,28 @@ func TestBackendUnavailableThenBack(t *testing.T) {
 	if err := mx2.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The backend that failed to connect is suspect until a probe sees
+	// it greet again, every half second.
+	e.waitServes(t, dave.Mail, dave.Password)
 	e.imapClient(t, "imaps", dave.Mail, dave.Password).Logout().Wait()
+}
+
+// waitServes waits, for up to 5 s, until a login of mail succeeds.
+func (e *env) waitServes(t *testing.T, mail, pass string) {
+	t.Helper()
+	var err error
+	if !within(5*time.Second, func() bool {
+		c, derr := imapclient.DialTLS(e.imaps, &imapclient.Options{TLSConfig: e.clientT})
+		if derr != nil {
+			err = derr
+			return false
+		}
+		defer c.Close()
+		err = c.Login(mail, pass).Wait()
+		return err == nil
+	}) {
+		t.Fatalf("logins of %s still fail: %v", mail, err)
+	}
 }
 
 func TestStandbyBackend(t *testing.T) {

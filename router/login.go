@@ -174,6 +174,9 @@ func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendCon
 	if down := srv.opts.BackendDown; down != nil && down(host) {
 		return nil, nil, &wire.TransportError{Err: errors.New("marked down by health checks")}
 	}
+	if srv.suspects.is(proto, addr) {
+		return nil, nil, &wire.TransportError{Err: errors.New("suspect: not greeting since a failed connect")}
+	}
 	if sess.cached() {
 		if b, answer := sess.takeParked(cr, d, host, addr); b != nil {
 			return b, answer, nil
@@ -183,6 +186,7 @@ func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendCon
 	if b == nil {
 		var err error
 		if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
+			srv.suspects.mark(proto, host, addr, err)
 			return nil, nil, &wire.TransportError{Err: err}
 		}
 	}
@@ -193,6 +197,7 @@ func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendCon
 		// since it was checked: try once more on a fresh one.
 		b.Close()
 		if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
+			srv.suspects.mark(proto, host, addr, err)
 			return nil, nil, &wire.TransportError{Err: err}
 		}
 		answer, err = d.BackendLogin(&b.Backend, cr, &sess.fwd)

@@ -22,9 +22,11 @@ type Server struct {
 	hosts   *route.HostMap
 	caps    *capCache
 	predial *predialer
-	parker  *pump.Parker
-	ctx     context.Context
-	cancel  context.CancelFunc
+	// suspects are backend addresses that failed to connect or greet.
+	suspects *suspects
+	parker   *pump.Parker
+	ctx      context.Context
+	cancel   context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[*listener]struct{}
@@ -97,6 +99,7 @@ func New(opts *Options) *Server {
 		per = defaultPreDial
 	}
 	s.predial = newPredialer(s, max(per, 0))
+	s.suspects = newSuspects(s)
 	s.parker = pump.NewParker(&pump.ParkerOptions{Ctx: s.ctx, Log: s.log})
 	return s
 }
