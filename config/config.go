@@ -188,6 +188,9 @@ type Backend struct {
 	// IMAPPort and POP3Port are used for addresses without a port.
 	IMAPPort int `toml:"imap_port"`
 	POP3Port int `toml:"pop3_port"`
+	// Networks (CIDR) are where host values the [hosts] map does not name
+	// may be dialled.
+	Networks []string `toml:"networks"`
 }
 
 // Map is the [map] table.
@@ -339,13 +342,14 @@ func Default() *Config {
 		TLS:              &TLS{},                             // no default certificate: cert and key are required
 		Listen:           nil,                                // no default listener: at least one is required
 		Backend: Backend{
-			TLS:          false,                         // backends on a trusted network, plaintext
-			CAFile:       "",                            // system roots, when tls = true
-			ServerName:   "",                            // the host part of the address dialled
-			DialTimeout:  D(router.DefaultDialTimeout),  // TCP connect and TLS handshake
-			LoginTimeout: D(router.DefaultLoginTimeout), // greeting, ID and login round trips
-			IMAPPort:     route.PortIMAP,                // 143; 993 with tls = true (see Backend.validate)
-			POP3Port:     route.PortPOP3,                // 110; 995 with tls = true
+			TLS:          false,                                    // backends on a trusted network, plaintext
+			CAFile:       "",                                       // system roots, when tls = true
+			ServerName:   "",                                       // the host part of the address dialled
+			DialTimeout:  D(router.DefaultDialTimeout),             // TCP connect and TLS handshake
+			LoginTimeout: D(router.DefaultLoginTimeout),            // greeting, ID and login round trips
+			IMAPPort:     route.PortIMAP,                           // 143; 993 with tls = true (see Backend.validate)
+			POP3Port:     route.PortPOP3,                           // 110; 995 with tls = true
+			Networks:     prefixStrings(router.DefaultBackendNets), // loopback and private ranges
 		},
 		Hosts: Hosts{}, // no rewriting: host values are dialled as names
 		Map: Map{

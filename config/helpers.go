@@ -27,6 +27,17 @@ func (cfg *Config) HostMap() *route.HostMap {
 // (Load refuses them) are left out.
 func (cfg *Config) TrustedNets() []netip.Prefix { return prefixes(cfg.TrustedNetworks) }
 
+// BackendNets returns backend.networks parsed.
+func (b *Backend) BackendNets() []netip.Prefix { return prefixes(b.Networks) }
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
 // ProxyNets returns proxy_from parsed. Entries that do not parse (Load
 // refuses them) are left out.
 func (l *Listener) ProxyNets() []netip.Prefix { return prefixes(l.ProxyFrom) }

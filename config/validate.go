@@ -291,6 +291,11 @@ func (b *Backend) validate(c *checker, cfg *Config) {
 	}
 	checkPort(c, "backend.imap_port", b.IMAPPort)
 	checkPort(c, "backend.pop3_port", b.POP3Port)
+	for i, s := range b.Networks {
+		if _, err := parseCIDR(s); err != nil {
+			c.errorf(index("backend.networks", i), "%v", err)
+		}
+	}
 }
 
 // validate checks [hosts].

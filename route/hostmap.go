@@ -44,6 +44,12 @@ type HostAddrs struct {
 	POP3 string
 }
 
+// Known reports whether the map has an entry for host.
+func (m *HostMap) Known(host string) bool {
+	_, ok := m.Hosts[host]
+	return ok
+}
+
 // Resolve returns the address to dial for host over protocol proto.
 func (m *HostMap) Resolve(host, proto string) string {
 	a, ok := m.Hosts[host]

@@ -75,11 +75,7 @@ func (s *Server) connectBackendWithin(ctx context.Context, proto, host, addr str
 func (s *Server) dialBackend(ctx context.Context, host, addr string) (*backendConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.dialTimeout())
 	defer cancel()
-	// No TCP keepalive towards backends: parked connections are retired
-	// by age and spliced ones by the idle timeout, and the setsockopt
-	// calls are measurable per login.
-	d := net.Dialer{KeepAlive: -1}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := s.backendDialer(host).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -174,6 +174,10 @@ func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendCon
 	if down := srv.opts.BackendDown; down != nil && down(host) {
 		return nil, nil, &wire.TransportError{Err: errors.New("marked down by health checks")}
 	}
+	if err := srv.checkHostValue(host); err != nil {
+		srv.log.Error("routing error: host value refused", "cid", sess.id, "user", sess.user, "host", host, "err", err)
+		return nil, nil, &wire.TransportError{Err: err}
+	}
 	if srv.suspects.is(proto, addr) {
 		return nil, nil, &wire.TransportError{Err: errors.New("suspect: not greeting since a failed connect")}
 	}
@@ -186,8 +190,7 @@ func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendCon
 	if b == nil {
 		var err error
 		if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
-			srv.suspects.mark(proto, host, addr, err)
-			return nil, nil, &wire.TransportError{Err: err}
+			return nil, nil, sess.connectFailed(proto, host, addr, err)
 		}
 	}
 	answer, err := d.BackendLogin(&b.Backend, cr, &sess.fwd)
@@ -197,8 +200,7 @@ func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendCon
 		// since it was checked: try once more on a fresh one.
 		b.Close()
 		if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
-			srv.suspects.mark(proto, host, addr, err)
-			return nil, nil, &wire.TransportError{Err: err}
+			return nil, nil, sess.connectFailed(proto, host, addr, err)
 		}
 		answer, err = d.BackendLogin(&b.Backend, cr, &sess.fwd)
 	}
@@ -208,6 +210,19 @@ func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendCon
 	}
 	sess.noteLogin(answer)
 	return b, answer, nil
+}
+
+// connectFailed handles a failed connect to a backend: an address outside
+// the backend networks is a routing error, logged loudly; any other
+// failure makes the address suspect. Either way the next host may be
+// tried.
+func (sess *session) connectFailed(proto, host, addr string, err error) error {
+	if errors.Is(err, errOutsideNets) {
+		sess.srv.log.Error("routing error: backend address outside backend networks", "cid", sess.id, "user", sess.user, "host", host, "err", err)
+	} else {
+		sess.srv.suspects.mark(proto, host, addr, err)
+	}
+	return &wire.TransportError{Err: err}
 }
 
 // failDelay waits until AuthFailDelay after t0, so every failed login is

@@ -160,6 +160,12 @@ type Options struct {
 	MaxPreauthErrors int
 	// Gate, if set, admits or refuses logins (holds, limits).
 	Gate Gate
+	// BackendNets are the networks where backends named only by the
+	// directory (host values the host map has no entry for) may be
+	// dialled; such a value must not carry a port either. Values the
+	// host map names are dialled as mapped. Nil means
+	// DefaultBackendNets.
+	BackendNets []netip.Prefix
 	// Pool is the webmail connection cache of listeners with Cache set;
 	// nil means such listeners log in and splice as the others do.
 	Pool Pool

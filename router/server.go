@@ -24,9 +24,12 @@ type Server struct {
 	predial *predialer
 	// suspects are backend addresses that failed to connect or greet.
 	suspects *suspects
-	parker   *pump.Parker
-	ctx      context.Context
-	cancel   context.CancelFunc
+	// mapDialer and netDialer dial backends the host map names, and
+	// the others (only into the backend networks).
+	mapDialer, netDialer net.Dialer
+	parker               *pump.Parker
+	ctx                  context.Context
+	cancel               context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[*listener]struct{}
@@ -100,6 +103,7 @@ func New(opts *Options) *Server {
 	}
 	s.predial = newPredialer(s, max(per, 0))
 	s.suspects = newSuspects(s)
+	s.newBackendDialers()
 	s.parker = pump.NewParker(&pump.ParkerOptions{Ctx: s.ctx, Log: s.log})
 	return s
 }

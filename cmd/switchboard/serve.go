@@ -84,6 +84,7 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		Hosts:            hm,
 		BackendTLS:       backendTLS,
 		TrustedNets:      cfg.TrustedNets(),
+		BackendNets:      cfg.Backend.BackendNets(),
 		PreauthTimeout:   cfg.PreauthTimeout.Duration,
 		IdleTimeout:      cfg.IdleTimeout.Duration,
 		DialTimeout:      cfg.Backend.DialTimeout.Duration,
