@@ -59,6 +59,14 @@ type Config struct {
 	// MaxPreauthErrors is the number of bad commands before login after
 	// which the connection is closed with BYE.
 	MaxPreauthErrors int `toml:"max_preauth_errors"`
+	// LoginDeadline ends a session that has not logged in this long
+	// after connecting, however busy it keeps itself.
+	LoginDeadline Duration `toml:"login_deadline"`
+	// MaxPreauthSessions bounds the sessions in the login phase on the
+	// node; MaxPreauthPerSource those of one client address (per /64
+	// for IPv6; trusted_networks are not bounded per source).
+	MaxPreauthSessions  int `toml:"max_preauth_sessions"`
+	MaxPreauthPerSource int `toml:"max_preauth_per_source"`
 	// DrainGrace is how long sessions may go on after SIGTERM before they
 	// are closed with a BYE.
 	DrainGrace Duration `toml:"drain_grace"`
@@ -329,18 +337,21 @@ func Default() *Config {
 		host = "localhost"
 	}
 	return &Config{
-		Hostname:         host,                               // the machine's name, for greetings
-		LogLevel:         "info",                             // one line per session and problem
-		LogFormat:        "text",                             // slog's key=value lines; json for collectors
-		LogFlushInterval: D(100 * time.Millisecond),          // session lines written in batches; warnings at once
-		TrustedNetworks:  []string{"127.0.0.0/8", "::1/128"}, // loopback may log in without TLS
-		PreauthTimeout:   D(router.DefaultPreauthTimeout),    // idle limit before login
-		IdleTimeout:      D(router.DefaultIdleTimeout),       // RFC 9051 5.4 asks >= 30m; 1m of slack for IDLE refreshes
-		AuthFailDelay:    D(router.DefaultAuthFailDelay),     // Dovecot's own default, which the backends hand over to us
-		MaxPreauthErrors: router.DefaultMaxPreauthErrors,     // bad commands before "* BYE"
-		DrainGrace:       D(30 * time.Second),                // SIGTERM: sessions end by themselves or get a BYE after this
-		TLS:              &TLS{},                             // no default certificate: cert and key are required
-		Listen:           nil,                                // no default listener: at least one is required
+		Hostname:            host,                               // the machine's name, for greetings
+		LogLevel:            "info",                             // one line per session and problem
+		LogFormat:           "text",                             // slog's key=value lines; json for collectors
+		LogFlushInterval:    D(100 * time.Millisecond),          // session lines written in batches; warnings at once
+		TrustedNetworks:     []string{"127.0.0.0/8", "::1/128"}, // loopback may log in without TLS
+		PreauthTimeout:      D(router.DefaultPreauthTimeout),    // idle limit before login
+		IdleTimeout:         D(router.DefaultIdleTimeout),       // RFC 9051 5.4 asks >= 30m; 1m of slack for IDLE refreshes
+		AuthFailDelay:       D(router.DefaultAuthFailDelay),     // Dovecot's own default, which the backends hand over to us
+		MaxPreauthErrors:    router.DefaultMaxPreauthErrors,     // bad commands before "* BYE"
+		LoginDeadline:       D(router.DefaultLoginDeadline),     // Dovecot's own: log in within 3 minutes
+		MaxPreauthSessions:  router.DefaultMaxPreauth,           // connection floods stay bounded
+		MaxPreauthPerSource: router.DefaultMaxPreauthPerSource,  // one address cannot take them all
+		DrainGrace:          D(30 * time.Second),                // SIGTERM: sessions end by themselves or get a BYE after this
+		TLS:                 &TLS{},                             // no default certificate: cert and key are required
+		Listen:              nil,                                // no default listener: at least one is required
 		Backend: Backend{
 			TLS:          false,                                    // backends on a trusted network, plaintext
 			CAFile:       "",                                       // system roots, when tls = true

@@ -75,6 +75,12 @@ func (cfg *Config) validateTop(c *checker) {
 	if cfg.MaxPreauthErrors < 1 {
 		c.errorf("max_preauth_errors", "must be at least 1, not %d", cfg.MaxPreauthErrors)
 	}
+	if cfg.MaxPreauthSessions < 1 {
+		c.errorf("max_preauth_sessions", "must be at least 1, not %d", cfg.MaxPreauthSessions)
+	}
+	if cfg.MaxPreauthPerSource < 1 {
+		c.errorf("max_preauth_per_source", "must be at least 1, not %d", cfg.MaxPreauthPerSource)
+	}
 }
 
 // checkDurations reports every Duration in v that did not parse or is not

@@ -255,6 +255,7 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *back
 	sess.backend = b
 	sess.mu.Unlock()
 	sess.didLogin = true
+	sess.srv.leavePreauth(sess)
 	sess.srv.setUser(sess, sess.user)
 	sess.srv.stats.LoginOK.Add(1)
 	if g := sess.srv.opts.Gate; g != nil {

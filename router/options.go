@@ -160,6 +160,15 @@ type Options struct {
 	MaxPreauthErrors int
 	// Gate, if set, admits or refuses logins (holds, limits).
 	Gate Gate
+	// LoginDeadline ends a session that has not logged in this long
+	// after connecting. Zero means DefaultLoginDeadline.
+	LoginDeadline time.Duration
+	// MaxPreauth bounds the sessions in the login phase (connected, not
+	// logged in), and MaxPreauthPerSource those of one client address
+	// (per /64 for IPv6; TrustedNets are not bounded per source). A
+	// client over either is told to come back later. Zero means
+	// DefaultMaxPreauth and DefaultMaxPreauthPerSource.
+	MaxPreauth, MaxPreauthPerSource int
 	// BackendNets are the networks where backends named only by the
 	// directory (host values the host map has no entry for) may be
 	// dialled; such a value must not carry a port either. Values the

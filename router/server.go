@@ -24,6 +24,7 @@ type Server struct {
 	predial *predialer
 	// suspects are backend addresses that failed to connect or greet.
 	suspects *suspects
+	preauth  preauthCount
 	// mapDialer and netDialer dial backends the host map names, and
 	// the others (only into the backend networks).
 	mapDialer, netDialer net.Dialer
@@ -50,17 +51,20 @@ type Stats struct {
 	LoginRefused  atomic.Uint64 // gate refusals, holds
 	Unavailable   atomic.Uint64
 	PreauthClosed atomic.Uint64 // clients gone or closed before login
-	Kicked        atomic.Uint64
-	PreDialUsed   atomic.Uint64 // logins served by a pre-dialled connection
-	Panics        atomic.Uint64
-	BytesIn       atomic.Uint64 // client to backend
-	BytesOut      atomic.Uint64 // backend to client
+	// PreauthLimited: clients refused because the login phase was full
+	// (MaxPreauth, MaxPreauthPerSource).
+	PreauthLimited atomic.Uint64
+	Kicked         atomic.Uint64
+	PreDialUsed    atomic.Uint64 // logins served by a pre-dialled connection
+	Panics         atomic.Uint64
+	BytesIn        atomic.Uint64 // client to backend
+	BytesOut       atomic.Uint64 // backend to client
 }
 
 // StatsSnapshot is a copy of Stats.
 type StatsSnapshot struct {
-	Accepted, LoginOK, LoginFailed, LoginRefused, Unavailable, PreauthClosed, Kicked, PreDialUsed, Panics, BytesIn, BytesOut uint64
-	ActiveIMAP, ActivePOP3                                                                                                   int64
+	Accepted, LoginOK, LoginFailed, LoginRefused, Unavailable, PreauthClosed, PreauthLimited, Kicked, PreDialUsed, Panics, BytesIn, BytesOut uint64
+	ActiveIMAP, ActivePOP3                                                                                                                   int64
 	// Parked is how many splice directions wait in the parker, holding no
 	// goroutine (two per idle session).
 	Parked int
@@ -72,7 +76,7 @@ func (s *Server) Stats() StatsSnapshot {
 	return StatsSnapshot{
 		Accepted: st.Accepted.Load(), LoginOK: st.LoginOK.Load(), LoginFailed: st.LoginFailed.Load(),
 		LoginRefused: st.LoginRefused.Load(), Unavailable: st.Unavailable.Load(),
-		PreauthClosed: st.PreauthClosed.Load(), Kicked: st.Kicked.Load(), PreDialUsed: st.PreDialUsed.Load(), Panics: st.Panics.Load(),
+		PreauthClosed: st.PreauthClosed.Load(), PreauthLimited: st.PreauthLimited.Load(), Kicked: st.Kicked.Load(), PreDialUsed: st.PreDialUsed.Load(), Panics: st.Panics.Load(),
 		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
 		ActiveIMAP: st.Active[0].Load(), ActivePOP3: st.Active[1].Load(),
 		Parked: s.parker.Parked(),

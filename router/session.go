@@ -65,6 +65,9 @@ type session struct {
 	rl      *pump.Relay   // once relaying (cached listeners)
 
 	didLogin bool // logged in: the Gate is told when the session ends
+
+	inPreauth  bool       // counted in the login phase (Server.enterPreauth)
+	preauthKey netip.Addr // its source's key there, if counted per source
 }
 
 func newSession(s *Server, l *listener, c net.Conn) *session {
@@ -114,6 +117,10 @@ func (sess *session) serve() {
 			return
 		}
 	}
+	if err := srv.enterPreauth(sess); err != nil {
+		sess.refusePreauth(err)
+		return
+	}
 	if sess.l.cfg.TLS == TLSImplicit {
 		if err := sess.StartTLS(); err != nil {
 			sess.fail(route.OutcomeTLSFailed, err)
@@ -154,6 +161,7 @@ func (sess *session) end() {
 
 // finish closes the client, returns buffers and logs the session line.
 func (sess *session) finish() {
+	sess.srv.leavePreauth(sess)
 	sess.mu.Lock()
 	sess.done = true
 	b := sess.backend
@@ -323,11 +331,11 @@ func (r *sliceReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// plaintextAllowed reports whether the client may send a password now.
-func (sess *session) PlaintextAllowed() bool {
-	if sess.isTLS {
-		return true
-	}
+// PlaintextAllowed reports whether the client may send a password now.
+func (sess *session) PlaintextAllowed() bool { return sess.isTLS || sess.trusted() }
+
+// trusted reports whether the client is in TrustedNets.
+func (sess *session) trusted() bool {
 	a := sess.client.Addr()
 	for _, p := range sess.srv.opts.TrustedNets {
 		if p.Contains(a) {
@@ -351,9 +359,14 @@ func (sess *session) Write(b []byte) error {
 	return err
 }
 
-// readDeadline arms the pre-login read deadline before each command.
+// ReadDeadline arms the pre-login read deadline before each command:
+// PreauthTimeout from now, and never past the login deadline.
 func (sess *session) ReadDeadline() error {
-	return sess.conn.SetReadDeadline(time.Now().Add(sess.srv.opts.preauthTimeout()))
+	d := time.Now().Add(sess.srv.opts.preauthTimeout())
+	if end := sess.start.Add(sess.srv.opts.loginDeadline()); end.Before(d) {
+		d = end
+	}
+	return sess.conn.SetReadDeadline(d)
 }
 
 // readFailed records a failed read or write before login.
