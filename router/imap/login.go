@@ -81,6 +81,11 @@ func appendID(cmd []byte, idTag string, fwd *wire.Forward) []byte {
 	return append(cmd, "\")\r\n"...)
 }
 
+// maxLoginUntagged bounds the untagged lines a backend may send with its
+// login answer (a CAPABILITY, a few OK codes): they are kept to be handed
+// to the client.
+const maxLoginUntagged = 64 << 10
+
 // readLoginAnswer reads the answers to the pipelined ID and login: the
 // untagged lines after ID's, and the login's tagged answer.
 func readLoginAnswer(b *wire.Backend, tag, idTag string, fwd *wire.Forward) ([]byte, error) {
@@ -99,6 +104,9 @@ func readLoginAnswer(b *wire.Backend, tag, idTag string, fwd *wire.Forward) ([]b
 			}
 		case bytes.HasPrefix(line, []byte("* ")):
 			if idDone && !bytes.HasPrefix(line, []byte("* ID ")) {
+				if len(untagged)+len(line) > maxLoginUntagged {
+					return nil, wire.Unavailable("backend %s sent over %d bytes of untagged lines with its login answer", b.Addr, maxLoginUntagged)
+				}
 				untagged = append(untagged, line...)
 				untagged = append(untagged, "\r\n"...)
 			}
