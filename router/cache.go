@@ -136,7 +136,7 @@ func (sess *session) relay(b *backendConn) {
 	sess.srv.stats.BytesOut.Add(uint64(out))
 	sess.outcome = route.OutcomeOK
 	if err != nil {
-		sess.relayFailed(err)
+		sess.relayFailed(err, w)
 		return
 	}
 	sess.logout(b, w)
@@ -173,11 +173,12 @@ func (sess *session) flushToRelay(b *backendConn, w *cacheWatcher) bool {
 // relayFailed ends a relay that did not reach LOGOUT: a kick, a drain,
 // the client gone, the idle timeout. The backend connection is closed
 // with the session: its state is not known to be clean.
-func (sess *session) relayFailed(err error) {
+func (sess *session) relayFailed(err error, w *cacheWatcher) {
 	sess.srv.opts.Pool.RefusePark("no_logout")
 	if reason := sess.KickReason(); reason != "" {
 		sess.kickedOutcome(reason)
-		if sess.conn.SetWriteDeadline(time.Now().Add(byeWriteTimeout)) == nil {
+		// The BYE only between responses: never inside a literal.
+		if _, why, _ := w.f.Parkable(); why != imap.ReasonResponse && sess.conn.SetWriteDeadline(time.Now().Add(byeWriteTimeout)) == nil {
 			sess.conn.Write([]byte("* BYE [UNAVAILABLE] " + reason + "\r\n"))
 		}
 	} else if !pump.IsQuietClose(err) {

@@ -65,7 +65,9 @@ func (sess *session) spliceDone(sp *pump.Splice) {
 	sess.outcome = route.OutcomeOK
 	if reason := sess.KickReason(); reason != "" {
 		sess.kickedOutcome(reason)
-		if sess.l.cfg.Protocol == route.IMAP {
+		// The BYE only where it cannot cut a response (a literal) in
+		// two; elsewhere the close alone tells the client.
+		if sess.l.cfg.Protocol == route.IMAP && r.ClientAtLineEnd {
 			if sess.conn.SetWriteDeadline(time.Now().Add(byeWriteTimeout)) == nil {
 				sess.conn.Write([]byte("* BYE [UNAVAILABLE] " + reason + "\r\n"))
 			}

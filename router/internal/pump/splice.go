@@ -102,6 +102,9 @@ type Result struct {
 	In, Out         int64 // bytes client to backend, backend to client
 	UpErr, DownErr  error // each direction's end (nil: an ordinary EOF)
 	Kicked, IdleEnd bool
+	// ClientAtLineEnd: what the client was sent last ended a line, so a
+	// final line (a BYE) may follow without cutting a response in two.
+	ClientAtLineEnd bool
 }
 
 // New returns a splice of client and backend, to be started with Run.
@@ -146,7 +149,7 @@ func (sp *Splice) Wake() { sp.wakeAll() }
 // Result returns what the splice moved and why it ended; it is complete
 // once Options.Done has been called.
 func (sp *Splice) Result() Result {
-	r := Result{In: sp.up.n, Out: sp.down.n, UpErr: sp.up.err, DownErr: sp.down.err, Kicked: sp.kicked.Load()}
+	r := Result{In: sp.up.n, Out: sp.down.n, UpErr: sp.up.err, DownErr: sp.down.err, Kicked: sp.kicked.Load(), ClientAtLineEnd: sp.down.lineEnd}
 	r.IdleEnd = sp.up.err == errIdle || sp.down.err == errIdle
 	return r
 }
@@ -179,6 +182,10 @@ type direction struct {
 	n        int64
 	err      error
 	done     bool
+	// lineEnd: the last byte written to dst was a LF (or nothing was
+	// written yet), so a line may follow; false after a splice(2) burst,
+	// whose end is not seen.
+	lineEnd bool
 
 	ps parkState // owned by the Server's parker
 }
@@ -204,6 +211,7 @@ func newDirection(sp *Splice, dst net.Conn, out io.Writer, src net.Conn, srcTCP,
 	}
 	d.spliced = srcPlain && dstPlain && d.w != nil
 	d.pumpReadFn = d.pumpRead
+	d.lineEnd = true
 	d.lr.R = src
 	return d
 }
@@ -389,6 +397,7 @@ func (d *direction) pumpPlain() (int64, error) {
 		}
 		buf := (*d.bp)[:d.rn]
 		full := d.spliced && d.rn == spliceMin
+		d.lineEnd = buf[len(buf)-1] == '\n'
 		_, err := d.out.Write(buf)
 		copyBufPool.Put(d.bp)
 		d.bp = nil
@@ -404,6 +413,9 @@ func (d *direction) pumpPlain() (int64, error) {
 				return total, err
 			}
 			if m > 0 {
+				// The spliced bytes were never seen: where they
+				// ended is not known.
+				d.lineEnd = false
 				// spliceQueued waited under the next deadline: the
 				// quiet stretch starts again from now.
 				d.lastBurst = time.Now()
@@ -471,6 +483,7 @@ func (d *direction) pumpBlocking() (int64, error) {
 	n, err := d.src.Read(*bp)
 	if n > 0 {
 		d.noteActivity()
+		d.lineEnd = (*bp)[n-1] == '\n'
 		if _, werr := d.out.Write((*bp)[:n]); werr != nil {
 			return int64(n), werr
 		}
@@ -506,6 +519,7 @@ func (d *direction) pumpTLS(tc *tls.Conn) (int64, error) {
 			if n == len(d.small) {
 				m, werr = d.drainTLS(tc, n)
 			} else {
+				d.lineEnd = d.small[n-1] == '\n'
 				_, werr = d.out.Write(d.small[:n])
 				m = int64(n)
 			}
@@ -545,6 +559,9 @@ func (d *direction) drainTLS(tc *tls.Conn, n int) (int64, error) {
 		m, rerr := tc.Read(buf[n:])
 		n += m
 		if n == len(buf) || rerr != nil {
+			if n > 0 {
+				d.lineEnd = buf[n-1] == '\n'
+			}
 			if _, err := d.out.Write(buf[:n]); err != nil {
 				return total, err
 			}

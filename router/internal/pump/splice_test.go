@@ -266,3 +266,32 @@ func benchmarkCopy(b *testing.B, copyFn func(dst, src *net.TCPConn) (int64, erro
 	close(readc)
 	inW.Close()
 }
+
+// TestLineEnd checks that a direction knows whether what it wrote last
+// ended a line, so a kick's BYE is never put inside a response.
+func TestLineEnd(t *testing.T) {
+	for _, tc := range []struct {
+		sent string
+		want bool
+	}{
+		{"", true},
+		{"* 1 FETCH (BODY[] {10}\r\nhalf", false},
+		{"a OK done\r\n", true},
+	} {
+		srcW, srcR := tcpPair(t)
+		dstW, dstR := tcpPair(t)
+		d := testDirection(dstW, srcR)
+		srcW.Write([]byte(tc.sent))
+		srcW.Close()
+		go io.Copy(io.Discard, dstR)
+		if _, err := pumpDirection(d); err != nil {
+			t.Fatal(err)
+		}
+		if d.lineEnd != tc.want {
+			t.Errorf("after %q: lineEnd = %v, want %v", tc.sent, d.lineEnd, tc.want)
+		}
+		for _, c := range []*net.TCPConn{srcR, dstW, dstR} {
+			c.Close()
+		}
+	}
+}
