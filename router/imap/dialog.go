@@ -259,20 +259,17 @@ func (d *Dialog) checked(tag string, cr *wire.Creds) (*wire.Creds, route.Outcome
 // after maxErrors failed logins.
 func (d *Dialog) Refuse(err error) bool {
 	var line string
-	var r *route.Refusal
-	var ue *wire.UnavailableError
-	var re *wire.RefusedError
-	switch {
-	case errors.As(err, &r):
-		code := r.Code
+	switch f := wire.SortFailure(err); {
+	case f.Refusal != nil:
+		code := f.Refusal.Code
 		if code == "" {
 			code = "UNAVAILABLE"
 		}
-		line = d.tag + " NO [" + code + "] " + r.Text + "\r\n"
-	case errors.As(err, &ue):
+		line = d.tag + " NO [" + code + "] " + f.Refusal.Text + "\r\n"
+	case f.Unavailable:
 		line = d.tag + " " + unavailable
-	case errors.As(err, &re):
-		line = string(re.Line) + "\r\n"
+	case f.BackendLine != nil:
+		line = string(f.BackendLine) + "\r\n"
 	default:
 		line = d.tag + " " + authFailed
 	}

@@ -247,20 +247,17 @@ func (d *Dialog) checked(cr *wire.Creds) (*wire.Creds, route.Outcome, error) {
 // reports whether the session goes on.
 func (d *Dialog) Refuse(err error) bool {
 	var line string
-	var r *route.Refusal
-	var ue *wire.UnavailableError
-	var re *wire.RefusedError
-	switch {
-	case errors.As(err, &r):
+	switch f := wire.SortFailure(err); {
+	case f.Refusal != nil:
 		code := "SYS/TEMP"
-		if r.Code == "INUSE" || r.Code == "LIMIT" {
+		if f.Refusal.Code == "INUSE" || f.Refusal.Code == "LIMIT" {
 			code = "IN-USE"
 		}
-		line = "-ERR [" + code + "] " + r.Text + "\r\n"
-	case errors.As(err, &ue):
+		line = "-ERR [" + code + "] " + f.Refusal.Text + "\r\n"
+	case f.Unavailable:
 		line = unavailable
-	case errors.As(err, &re):
-		line = string(re.Line) + "\r\n"
+	case f.BackendLine != nil:
+		line = string(f.BackendLine) + "\r\n"
 	default:
 		line = authFailed
 	}

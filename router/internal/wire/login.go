@@ -295,3 +295,29 @@ func decodeB64(s string) (string, error) {
 	b, err := base64.StdEncoding.DecodeString(s)
 	return string(b), err
 }
+
+// Failure is a failed login sorted for the client's answer: exactly one
+// of Refusal (a gate's), Unavailable (the service could not be had) and
+// BackendLine (a backend's own refusal, passed on) is set, or none for a
+// failed authentication.
+type Failure struct {
+	Refusal     *route.Refusal
+	Unavailable bool
+	BackendLine []byte
+}
+
+// SortFailure sorts the error of a failed login.
+func SortFailure(err error) Failure {
+	var r *route.Refusal
+	var ue *UnavailableError
+	var re *RefusedError
+	switch {
+	case errors.As(err, &r):
+		return Failure{Refusal: r}
+	case errors.As(err, &ue):
+		return Failure{Unavailable: true}
+	case errors.As(err, &re):
+		return Failure{BackendLine: re.Line}
+	}
+	return Failure{}
+}
