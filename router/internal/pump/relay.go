@@ -125,7 +125,7 @@ func relayUp(r *Relay) error {
 			fwd, stop := r.w.Client(buf[:n])
 			r.mu.Unlock()
 			if len(fwd) > 0 {
-				if _, werr := r.backend.W.Write(fwd); werr != nil {
+				if werr := r.write(r.backend, fwd); werr != nil {
 					return werr
 				}
 				r.in.Add(int64(len(fwd)))
@@ -179,7 +179,7 @@ func relayDown(r *Relay, errc chan<- error) {
 			r.mu.Lock()
 			r.w.Server(buf[:n])
 			r.mu.Unlock()
-			if _, werr := r.client.W.Write(buf[:n]); werr != nil {
+			if werr := r.write(r.client, buf[:n]); werr != nil {
 				errc <- werr
 				return
 			}
@@ -194,6 +194,20 @@ func relayDown(r *Relay, errc chan<- error) {
 			return
 		}
 	}
+}
+
+// write writes p to side under a write deadline of DefaultWriteStall, so
+// a peer that stops reading cannot pin the relay; a kick's past deadline
+// is not overwritten unseen.
+func (r *Relay) write(side Side, p []byte) error {
+	if err := side.Conn.SetWriteDeadline(time.Now().Add(DefaultWriteStall)); err != nil {
+		return err
+	}
+	if r.kicked.Load() {
+		return ErrStopped
+	}
+	_, err := side.W.Write(p)
+	return err
 }
 
 func (r *Relay) answered() bool {

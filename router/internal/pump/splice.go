@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -41,6 +42,12 @@ type Options struct {
 	// Parker holds quiet directions. Nil means they keep their
 	// goroutines.
 	Parker *Parker
+	// WriteStall bounds how long a write may wait for its destination to
+	// read: a peer that stops reading (and keeps its connection) cannot
+	// pin a session forever. A slow reader that drains something now
+	// and then is unaffected: the deadline moves with every stretch of
+	// reading. Zero means DefaultWriteStall.
+	WriteStall time.Duration
 	// Done is called once, on the last direction's goroutine, when both
 	// directions have finished. Required.
 	Done func(*Splice)
@@ -56,7 +63,16 @@ const (
 	// DefaultLinger is how long a half-closed splice waits for the other
 	// side's last bytes.
 	DefaultLinger = 5 * time.Second
+	// DefaultWriteStall: two minutes without a byte read by a peer.
+	DefaultWriteStall = 2 * time.Minute
 )
+
+func (o *Options) writeStall() time.Duration {
+	if o.WriteStall <= 0 {
+		return DefaultWriteStall
+	}
+	return o.WriteStall
+}
 
 func (o *Options) idle() time.Duration {
 	if o.Idle <= 0 {
@@ -260,7 +276,7 @@ func runDirection(d *direction) {
 			if err == io.EOF {
 				err = nil
 			}
-			if IsTimeout(err) && timeouts < 100 {
+			if IsTimeout(err) && !errors.Is(err, errWriteStall) && timeouts < 100 {
 				timeouts++
 				continue // a kick or a deadline: expired decides
 			}
@@ -328,7 +344,11 @@ func (d *direction) pump() (int64, error) {
 	if tc, ok := d.src.(*tls.Conn); ok {
 		return d.pumpTLS(tc)
 	}
-	if err := d.src.SetReadDeadline(d.nextDeadline()); err != nil {
+	next := d.nextDeadline()
+	if err := d.src.SetReadDeadline(next); err != nil {
+		return 0, err
+	}
+	if err := d.armWrite(next); err != nil {
 		return 0, err
 	}
 	return d.pumpBlocking()
@@ -348,10 +368,38 @@ func (d *direction) armQuiet() error {
 	if err := d.src.SetReadDeadline(deadline); err != nil {
 		return err
 	}
+	if err := d.armWrite(deadline); err != nil {
+		return err
+	}
 	if d.sp.kicked.Load() {
 		return errQuiet // runDirection's expired tells the kick
 	}
 	return nil
+}
+
+// errWriteStall: the destination read nothing for WriteStall.
+var errWriteStall = errors.New("peer stopped reading")
+
+// write writes p to the destination. A write deadline that passed is the
+// peer's stall, unless the splice was kicked (a kick sets past deadlines):
+// unlike a read's, it ends the direction.
+func (d *direction) write(p []byte) error {
+	_, err := d.out.Write(p)
+	if err != nil && IsTimeout(err) && !d.sp.kicked.Load() {
+		return fmt.Errorf("%w: %w", errWriteStall, err)
+	}
+	return err
+}
+
+// armWrite sets the destination's write deadline for a stretch that
+// reads until readDeadline: writeStall after it, or the linger time once
+// the other side has finished.
+func (d *direction) armWrite(readDeadline time.Time) error {
+	wd := readDeadline.Add(d.sp.opts.writeStall())
+	if at := d.lingerAt.Load(); at != 0 {
+		wd = time.Unix(0, at)
+	}
+	return d.dst.SetWriteDeadline(wd)
 }
 
 // errQuiet: the source had nothing to read until the wait's deadline.
@@ -398,7 +446,7 @@ func (d *direction) pumpPlain() (int64, error) {
 		buf := (*d.bp)[:d.rn]
 		full := d.spliced && d.rn == spliceMin
 		d.lineEnd = buf[len(buf)-1] == '\n'
-		_, err := d.out.Write(buf)
+		err := d.write(buf)
 		copyBufPool.Put(d.bp)
 		d.bp = nil
 		if err != nil {
@@ -484,7 +532,7 @@ func (d *direction) pumpBlocking() (int64, error) {
 	if n > 0 {
 		d.noteActivity()
 		d.lineEnd = (*bp)[n-1] == '\n'
-		if _, werr := d.out.Write((*bp)[:n]); werr != nil {
+		if werr := d.write((*bp)[:n]); werr != nil {
 			return int64(n), werr
 		}
 	}
@@ -520,7 +568,7 @@ func (d *direction) pumpTLS(tc *tls.Conn) (int64, error) {
 				m, werr = d.drainTLS(tc, n)
 			} else {
 				d.lineEnd = d.small[n-1] == '\n'
-				_, werr = d.out.Write(d.small[:n])
+				werr = d.write(d.small[:n])
 				m = int64(n)
 			}
 			total += m
@@ -562,7 +610,7 @@ func (d *direction) drainTLS(tc *tls.Conn, n int) (int64, error) {
 			if n > 0 {
 				d.lineEnd = buf[n-1] == '\n'
 			}
-			if _, err := d.out.Write(buf[:n]); err != nil {
+			if err := d.write(buf[:n]); err != nil {
 				return total, err
 			}
 			total += int64(n)

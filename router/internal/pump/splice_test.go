@@ -295,3 +295,34 @@ func TestLineEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteStall checks that a splice whose client stops reading ends,
+// instead of its backend-to-client direction waiting in a write forever.
+func TestWriteStall(t *testing.T) {
+	cliPeer, cli := tcpPair(t) // cliPeer never reads
+	defer cliPeer.Close()
+	be, bePeer := tcpPair(t)
+	defer bePeer.Close()
+	cli.SetReadBuffer(4 << 10)
+	cliPeer.SetReadBuffer(4 << 10)
+	donec := make(chan Result, 1)
+	sp := New(Side{Conn: cli, TCP: cli, W: writerFor(cli)}, Side{Conn: be, TCP: be, W: writerFor(be)},
+		&Options{WriteStall: 200 * time.Millisecond, Linger: 100 * time.Millisecond, Done: func(sp *Splice) { donec <- sp.Result() }})
+	go sp.Run()
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := bePeer.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case r := <-donec:
+		if r.DownErr == nil || !IsTimeout(r.DownErr) {
+			t.Errorf("the stalled direction ended with %v, want a write timeout", r.DownErr)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("a splice to a client that stopped reading is still running after 15 s")
+	}
+}
