@@ -2,8 +2,6 @@ package admin
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,9 +81,10 @@ type Options struct {
 	// Metrics, if set, are served on /metrics beside the listener's own
 	// (the webmail cache's, say).
 	Metrics prometheus.Gatherer
-	// Token, if set, is the bearer token every request but /healthz
-	// must carry.
-	Token string
+	// Access says who may read and who may change state: the tokens,
+	// the names the Host header may carry, the profiler. Its zero value
+	// serves reads to loopback peers and turns control off.
+	Access Access
 	// Node names this node in /status; default the cluster's name, or
 	// "local".
 	Node string
@@ -116,7 +115,8 @@ type Options struct {
 type Server struct {
 	opts  Options
 	log   *slog.Logger
-	token [sha256.Size]byte
+	tok   tokens
+	hosts map[string]bool // Access.HostNames and a name in Addr, lower case
 	reg   *prometheus.Registry
 	hs    *http.Server
 
@@ -139,9 +139,8 @@ func New(opts *Options) *Server {
 			s.opts.Node = s.opts.Cluster.Name()
 		}
 	}
-	if s.opts.Token != "" {
-		s.token = sha256.Sum256([]byte(s.opts.Token))
-	}
+	s.tok = newTokens(&s.opts.Access)
+	s.hosts = hostSet(&s.opts.Access, s.opts.Addr)
 	s.reg = prometheus.NewRegistry()
 	s.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -153,15 +152,18 @@ func New(opts *Options) *Server {
 	if s.opts.Metrics != nil {
 		g = prometheus.Gatherers{s.reg, s.opts.Metrics}
 	}
-	mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(g, promhttp.HandlerOpts{
+	mux.Handle("GET /metrics", s.guard(levelRead, promhttp.HandlerFor(g, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 	})))
 	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /status", s.auth(http.HandlerFunc(s.status)))
-	mux.Handle("POST /v1/invalidate", s.auth(http.HandlerFunc(s.invalidate)))
-	mux.Handle("POST /v1/hold", s.auth(http.HandlerFunc(s.hold)))
-	mux.Handle("POST /v1/release", s.auth(http.HandlerFunc(s.release)))
+	mux.Handle("GET /status", s.guard(levelRead, http.HandlerFunc(s.status)))
+	mux.Handle("POST /v1/invalidate", s.guard(levelControl, http.HandlerFunc(s.invalidate)))
+	mux.Handle("POST /v1/hold", s.guard(levelControl, http.HandlerFunc(s.hold)))
+	mux.Handle("POST /v1/release", s.guard(levelControl, http.HandlerFunc(s.release)))
+	if s.opts.Access.Pprof {
+		s.handlePprof(mux)
+	}
 	s.hs = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -219,24 +221,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-donec
 	}
 	return err
-}
-
-// auth refuses requests without the token, when one is set.
-func (s *Server) auth(h http.Handler) http.Handler {
-	if s.opts.Token == "" {
-		return h
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
-			s.log.Warn("admin request refused: missing or wrong token", "path", r.URL.Path, "remote", r.RemoteAddr)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"switchboard/internal/secret"
 )
 
 const (
@@ -26,7 +28,7 @@ const (
 // does. Its methods are safe for concurrent use.
 type Client struct {
 	base  string // "http://host:port"
-	token string
+	token secret.String
 	hc    *http.Client
 }
 
@@ -47,8 +49,12 @@ var ErrUnreachable = errors.New("cannot reach the node's admin listener")
 
 // NewClient returns a Client for the listener at addr, a "host:port" as in
 // Options.Addr: a listener on every address (no host, 0.0.0.0 or ::) is
-// reached on loopback. token is the bearer token, empty if none.
-func NewClient(addr, token string) (*Client, error) {
+// reached on loopback. token is the bearer token, empty if none: the
+// control token for the control requests, the read token or the control
+// token for Status (none on loopback when the node has no read token).
+// Requests name the listener's own address in Host and carry no Origin,
+// so they pass the listener's checks.
+func NewClient(addr string, token secret.String) (*Client, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin address: %w", err)
@@ -125,7 +131,7 @@ func (c *Client) do(method, path string, body, out any) error {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+		req.Header.Set("Authorization", "Bearer "+string(c.token))
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"switchboard/cluster"
+	"switchboard/internal/secret"
 )
 
 // startTestServer serves newTestServer on loopback and returns a Client
 // for it with token.
-func startTestServer(t *testing.T, serverToken, clientToken string) (*Client, *fakeControl) {
+func startTestServer(t *testing.T, acc Access, clientToken secret.String) (*Client, *fakeControl) {
 	t.Helper()
-	s, ctl := newTestServer(t, serverToken, nil)
+	s, ctl := newTestServer(t, acc, nil)
 	addr, err := s.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +33,7 @@ func startTestServer(t *testing.T, serverToken, clientToken string) (*Client, *f
 }
 
 func TestClientControl(t *testing.T) {
-	c, ctl := startTestServer(t, testToken, testToken)
+	c, ctl := startTestServer(t, Access{ControlToken: testToken}, testToken)
 	tests := []struct {
 		name string
 		send func() (*ControlResponse, error)
@@ -75,7 +76,7 @@ func TestClientControl(t *testing.T) {
 }
 
 func TestClientErrors(t *testing.T) {
-	c, ctl := startTestServer(t, testToken, "another-token-0123456789")
+	c, ctl := startTestServer(t, Access{ControlToken: testToken}, "another-token-0123456789")
 	_, err := c.Hold("alice@example.org", 0)
 	var se *StatusError
 	if !errors.As(err, &se) || se.Code != 401 || !strings.Contains(err.Error(), "401 Unauthorized") || strings.Contains(err.Error(), "another-token") {
@@ -123,10 +124,19 @@ func TestClientAddress(t *testing.T) {
 }
 
 func TestClientStatus(t *testing.T) {
-	c, _ := startTestServer(t, "", "")
+	c, _ := startTestServer(t, Access{ControlToken: testToken}, "")
 	st, err := c.Status()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// By name: "localhost" is the listener's own name on loopback.
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(c.URL(), "http://"))
+	byName, err := NewClient("localhost:"+port, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := byName.Status(); err != nil {
+		t.Errorf("status by the name localhost: %v", err)
 	}
 	if st.Node != "n1" || !st.Clustered || len(st.Members) != 3 {
 		t.Errorf("status: %+v", st)
@@ -143,5 +153,30 @@ func TestClientStatus(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestClientTokens: the read-only token reads and cannot change state;
+// without a control token on the node, control is off.
+func TestClientTokens(t *testing.T) {
+	c, ctl := startTestServer(t, Access{ControlToken: testToken, ReadToken: readToken}, readToken)
+	if _, err := c.Status(); err != nil {
+		t.Errorf("status with the read token: %v", err)
+	}
+	_, err := c.Hold("alice@example.org", 0)
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != 403 || !strings.Contains(se.Msg, "read-only token") {
+		t.Errorf("hold with the read token: %v", err)
+	}
+	anon, _ := startTestServer(t, Access{ControlToken: testToken, ReadToken: readToken}, "")
+	if _, err := anon.Status(); !errors.As(err, &se) || se.Code != 401 {
+		t.Errorf("status without a token, read token set: %v", err)
+	}
+	off, offCtl := startTestServer(t, Access{}, testToken)
+	if _, err := off.Invalidate("alice@example.org", true); !errors.As(err, &se) || se.Code != 403 || !strings.Contains(se.Msg, "admin.token_file") {
+		t.Errorf("kick with control off: %v", err)
+	}
+	if calls := append(ctl.take(), offCtl.take()...); len(calls) != 0 {
+		t.Errorf("control calls %q, want none", calls)
 	}
 }

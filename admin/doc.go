@@ -9,16 +9,31 @@
 //
 // The control endpoints act on the whole cluster through Control, which
 // *control.Control implements, through the cluster or, on a node of its
-// own, on this node alone. With Options.Token set, every request but /healthz must
-// carry "Authorization: Bearer <token>" (RFC 6750), compared in constant
-// time; the token is never logged.
+// own, on this node alone.
+//
+// Access sets who may do what; every request but /healthz passes guard:
+//
+//   - Host must name the listener: the address the request came in on,
+//     "localhost" on loopback, or one of Access.HostNames (421 otherwise),
+//     so a browser cannot reach it through a name rebound to the node.
+//   - An Origin other than the listener itself, or a Sec-Fetch-Site other
+//     than same-origin or none, is refused (403): no cross-site requests.
+//   - Control (POST only, JSON body) needs Access.ControlToken, on
+//     loopback too; without one the control endpoints answer 403.
+//   - Reads take Access.ReadToken or the control token; without a
+//     ReadToken, loopback peers need none.
+//   - /debug/pprof/ exists only with Access.Pprof, for loopback peers
+//     with read access.
+//
+// Tokens travel as "Authorization: Bearer <token>" (RFC 6750), are
+// compared in constant time and are never logged.
 //
 // Metric names are switchboard_<subsystem>_<thing>, counters ending in
 // _total. Labels take bounded values only: protocol, outcome, message
 // type, member state, and backend names of the host map (sessions to a
 // backend outside it count as "other"); never a user.
 //
-//	a := admin.New(&admin.Options{Addr: "127.0.0.1:8025", Router: srv, Control: c, Cluster: c, …})
+//	a := admin.New(&admin.Options{Addr: "127.0.0.1:8025", Access: admin.Access{ControlToken: tok}, Router: srv, Control: c, Cluster: c, …})
 //	addr, err := a.Start()
 //	a.SetReady()       // listeners are up: /healthz answers 200
 //	…
@@ -27,7 +42,7 @@
 //
 // Client is the other end, as the switchboard command uses it:
 //
-//	c, err := admin.NewClient("127.0.0.1:8025", token)
+//	c, err := admin.NewClient("127.0.0.1:8025", cfg.Admin.Token) // a secret.String
 //	resp, err := c.Invalidate("alice@example.org", true) // resp.Warning: not confirmed everywhere
 //	st, err := c.Status()
 //	st.WriteText(os.Stdout)

@@ -90,16 +90,28 @@ type Cluster struct {
 }
 
 // Admin is the [admin] table: the HTTP listener for /metrics, /status,
-// /healthz and the control endpoints.
+// /healthz, the control endpoints and, when asked for, the profiler.
 type Admin struct {
 	// Address is host:port to listen on.
 	Address string `toml:"address"`
-	// TokenFile holds the bearer token requests must carry; required when
-	// Address is not a loopback address.
+	// TokenFile holds the control token: the bearer token of every
+	// request that changes state (hold, release, invalidate, kick), on
+	// loopback too. Without it the control endpoints are off.
 	TokenFile string `toml:"token_file"`
 	// Token is the content of TokenFile, trailing newline trimmed. Not a
 	// key.
 	Token secret.String `toml:"-"`
+	// ReadTokenFile holds the read-only token of /metrics, /status and
+	// the profiler. Without it loopback peers read without a token and
+	// others need the control token.
+	ReadTokenFile string `toml:"read_token_file"`
+	// ReadToken is the content of ReadTokenFile. Not a key.
+	ReadToken secret.String `toml:"-"`
+	// HostNames are the names besides the listener's address that a
+	// request's Host header may carry.
+	HostNames []string `toml:"host_names"`
+	// Pprof serves Go's profiler on the listener, to loopback peers only.
+	Pprof bool `toml:"pprof"`
 }
 
 // validate checks [limits].
@@ -229,40 +241,53 @@ func readKeyring(c *checker, key, path string) []secret.String {
 	return keys
 }
 
-// validate checks [admin] and reads the token.
+// validate checks [admin] and reads the tokens.
 func (a *Admin) validate(c *checker, _ *Config) {
-	loopback := false
 	if a.Address == "" {
 		c.errorf("admin.address", "required (host:port)")
 	} else if host, _, err := splitPort(a.Address); err != nil {
 		c.errorf("admin.address", "%v", err)
 	} else if host != "" && checkHost(host) != nil {
 		c.errorf("admin.address", "%v", checkHost(host))
-	} else {
-		loopback = secret.Local(host)
-		if !loopback && a.TokenFile == "" {
-			c.errorAt("admin.address", "admin.token_file", "required: %q is not a loopback address, so the control endpoints need a token", a.Address)
+	} else if !secret.Local(host) && a.TokenFile == "" && a.ReadTokenFile == "" {
+		c.errorAt("admin.address", "admin.read_token_file", "required (or token_file): %q is not a loopback address, so reads need a token", a.Address)
+	}
+	if a.TokenFile != "" {
+		a.Token = readToken(c, "admin.token_file", a.TokenFile)
+	}
+	if a.ReadTokenFile != "" {
+		a.ReadToken = readToken(c, "admin.read_token_file", a.ReadTokenFile)
+	}
+	if a.Token != "" && a.Token == a.ReadToken {
+		c.errorf("admin.read_token_file", "holds the control token of token_file: the read-only token must be another")
+	}
+	for i, n := range a.HostNames {
+		if err := checkHostname(n); err != nil {
+			c.errorf(index("admin.host_names", i), "%v", err)
 		}
 	}
-	if a.TokenFile == "" {
-		return
-	}
-	data, err := readFile(a.TokenFile)
+}
+
+// readToken reads a bearer token from path for key; empty if it is not
+// one.
+func readToken(c *checker, key, path string) secret.String {
+	data, err := readFile(path)
 	if err != nil {
-		c.errorf("admin.token_file", "%v", err)
-		return
+		c.errorf(key, "%v", err)
+		return ""
 	}
 	tok := strings.TrimRight(string(data), "\r\n")
 	switch {
 	case tok == "":
-		c.errorf("admin.token_file", "%s is empty", a.TokenFile)
+		c.errorf(key, "%s is empty", path)
 	case len(tok) < minTokenLen:
-		c.errorf("admin.token_file", "the token in %s is shorter than %d characters", a.TokenFile, minTokenLen)
+		c.errorf(key, "the token in %s is shorter than %d characters", path, minTokenLen)
 	case !validToken(tok):
-		c.errorf("admin.token_file", "the token in %s has characters a bearer token cannot carry (use letters, digits, - . _ ~ + / and trailing =)", a.TokenFile)
+		c.errorf(key, "the token in %s has characters a bearer token cannot carry (use letters, digits, - . _ ~ + / and trailing =)", path)
 	default:
-		a.Token = secret.String(tok)
+		return secret.String(tok)
 	}
+	return ""
 }
 
 // validToken reports whether s is an RFC 6750 section 2.1 b64token.

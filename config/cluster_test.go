@@ -12,7 +12,10 @@ import (
 	"time"
 )
 
-const testToken = "admin-token-0123456789abcdef"
+const (
+	testToken     = "admin-token-0123456789abcdef"
+	testReadToken = "admin-read-token-0123456789"
+)
 
 // clusterFixtures adds a keyring (two keys) and an admin token to dir.
 func clusterFixtures(t *testing.T, dir string) (keys [][]byte) {
@@ -21,6 +24,7 @@ func clusterFixtures(t *testing.T, dir string) (keys [][]byte) {
 	k2 := bytes.Repeat([]byte{2}, 16)
 	write(t, filepath.Join(dir, "cluster.keys"), "# primary first\n"+base64.StdEncoding.EncodeToString(k1)+"\n\n"+base64.StdEncoding.EncodeToString(k2)+"\n")
 	write(t, filepath.Join(dir, "admin.token"), testToken+"\n")
+	write(t, filepath.Join(dir, "read.token"), testReadToken+"\n")
 	write(t, filepath.Join(dir, "short.token"), "abc\n")
 	write(t, filepath.Join(dir, "space.token"), "has a space in it, sixteen+\n")
 	write(t, filepath.Join(dir, "badb64.keys"), "not base64!\n")
@@ -71,6 +75,9 @@ keyring_file = "cluster.keys"
 [admin]
 address = "10.8.0.11:8025"
 token_file = "admin.token"
+read_token_file = "read.token"
+host_names = ["proxy1.vpn.example.org"]
+pprof = true
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -94,20 +101,21 @@ token_file = "admin.token"
 	if len(cl.Keys) != 2 || string(cl.Keys[0]) != string(keys[0]) || string(cl.Keys[1]) != string(keys[1]) {
 		t.Errorf("keys not read in order")
 	}
-	if cfg.Admin == nil || cfg.Admin.Address != "10.8.0.11:8025" || string(cfg.Admin.Token) != testToken {
+	if cfg.Admin == nil || cfg.Admin.Address != "10.8.0.11:8025" || string(cfg.Admin.Token) != testToken ||
+		string(cfg.Admin.ReadToken) != testReadToken || !cfg.Admin.Pprof || len(cfg.Admin.HostNames) != 1 {
 		t.Errorf("admin = %+v", cfg.Admin)
 	}
 
 	// Secrets never print.
 	var out bytes.Buffer
-	fmt.Fprintf(&out, "%v %+v %#v %s\n", cl, cl, cl.Keys, cfg.Admin)
+	fmt.Fprintf(&out, "%v %+v %#v %v %+v\n", cl, cl, cl.Keys, cfg.Admin, cfg.Admin)
 	slog.New(slog.NewTextHandler(&out, nil)).Info("config", "cluster", *cl, "admin", *cfg.Admin)
 	j, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out.Write(j)
-	for _, secret := range []string{testToken, string(keys[0]), base64.StdEncoding.EncodeToString(keys[0])} {
+	for _, secret := range []string{testToken, testReadToken, string(keys[0]), base64.StdEncoding.EncodeToString(keys[0])} {
 		if strings.Contains(out.String(), secret) {
 			t.Fatalf("secret printed:\n%s", out.String())
 		}
@@ -125,12 +133,13 @@ token_file = "admin.token"
 		t.Errorf("defaults: drain %v, limits %+v", cfg.DrainGrace, cfg.Limits)
 	}
 
-	// An [admin] table without keys listens on loopback, without a token.
+	// An [admin] table without keys listens on loopback, without tokens
+	// (control off, reads open to loopback peers) and without profiler.
 	cfg, err = load(t, dir, minimal+"[admin]\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Admin == nil || cfg.Admin.Address != "127.0.0.1:8025" || cfg.Admin.Token != "" {
+	if cfg.Admin == nil || cfg.Admin.Address != "127.0.0.1:8025" || cfg.Admin.Token != "" || cfg.Admin.ReadToken != "" || cfg.Admin.Pprof {
 		t.Errorf("admin defaults = %+v", cfg.Admin)
 	}
 }
@@ -177,9 +186,19 @@ func TestClusterBad(t *testing.T) {
 		{"health ttl too short", "[cluster]\nallow_insecure = true\nhealth_ttl = \"2s\"\n",
 			[]string{f + ":15: cluster.health_ttl: 2s must be longer than check_interval plus check_timeout (2s)"}},
 		{"admin on the network without token", "[admin]\naddress = \"0.0.0.0:8025\"\n",
-			[]string{f + `:14: admin.token_file: required: "0.0.0.0:8025" is not a loopback address`}},
+			[]string{f + `:14: admin.read_token_file: required (or token_file): "0.0.0.0:8025" is not a loopback address`}},
 		{"admin on all addresses without token", "[admin]\naddress = \":8025\"\n",
-			[]string{f + `:14: admin.token_file: required: ":8025" is not a loopback address`}},
+			[]string{f + `:14: admin.read_token_file: required (or token_file): ":8025" is not a loopback address`}},
+		{"admin on the network with a read token", "[admin]\naddress = \"10.0.0.1:8025\"\nread_token_file = \"read.token\"\n", nil},
+		{"admin read token is the control token", "[admin]\ntoken_file = \"admin.token\"\nread_token_file = \"admin.token\"\n",
+			[]string{f + ":15: admin.read_token_file: holds the control token of token_file"}},
+		{"admin read token short", "[admin]\nread_token_file = \"short.token\"\n",
+			[]string{f + ":14: admin.read_token_file: the token in short.token is shorter than 16 characters"}},
+		{"admin host names", "[admin]\nhost_names = [\"admin.example.org\", \"bad name\", \"\"]\npprof = true\n",
+			[]string{
+				f + `:14: admin.host_names[1]: "bad name" is not a host name`,
+				f + `:14: admin.host_names[2]: empty host name`,
+			}},
 		{"admin on localhost and ::1", "[admin]\naddress = \"[::1]:8025\"\n", nil},
 		{"admin on the network with token", "[admin]\naddress = \"10.0.0.1:8025\"\ntoken_file = \"admin.token\"\n", nil},
 		{"admin bad address", "[admin]\naddress = \"127.0.0.1\"\n",

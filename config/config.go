@@ -425,8 +425,11 @@ func Default() *Config {
 			CheckTimeout:      D(cluster.DefaultCheckTimeout),      // one probe: connect and greeting
 		},
 		Admin: &Admin{
-			Address:   "127.0.0.1:8025", // loopback: no token needed
-			TokenFile: "",               // required for a non-loopback address
+			Address:       "127.0.0.1:8025", // loopback: reads need no token
+			TokenFile:     "",               // no control token: hold, release, invalidate are off
+			ReadTokenFile: "",               // reads open to loopback peers; one of the two tokens is required off loopback
+			HostNames:     nil,              // Host must be the listener's address (or localhost on loopback)
+			Pprof:         false,            // no profiler
 		},
 	}
 }

@@ -222,6 +222,7 @@ func (cfg *Config) resolvePaths(dir string) {
 	}
 	if cfg.Admin != nil {
 		abs(&cfg.Admin.TokenFile)
+		abs(&cfg.Admin.ReadTokenFile)
 	}
 }
 

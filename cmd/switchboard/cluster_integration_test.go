@@ -60,6 +60,9 @@ func TestMain(m *testing.M) {
 
 const testAdminToken = "integration-token-0123456789"
 
+// testReadToken is the admin read-only token of the three-node cluster.
+const testReadToken = "integration-read-token-0123456789"
+
 // sbNode is one "switchboard serve" child process.
 type sbNode struct {
 	t        *testing.T
@@ -337,6 +340,7 @@ func startTestbedWith(t *testing.T, opts testbed.Options) (*testbed.Testbed, str
 	rand.Read(key)
 	mustWrite(t, filepath.Join(dir, "cluster.keys"), base64.StdEncoding.EncodeToString(key)+"\n")
 	mustWrite(t, filepath.Join(dir, "admin.token"), testAdminToken+"\n")
+	mustWrite(t, filepath.Join(dir, "read.token"), testReadToken+"\n")
 	mustWrite(t, filepath.Join(dir, "ldap.secret"), tb.LDAP.BindPassword+"\n")
 	return tb, dir
 }
@@ -463,6 +467,7 @@ probe_timeout = "250ms"
 [admin]
 address = %q
 token_file = "admin.token"
+read_token_file = "read.token"
 `, n.name, host, port, strings.Join(peers, ", "), n.admin))
 	}
 	stopAtEnd(t, nodes...)
@@ -647,11 +652,25 @@ token_file = "admin.token"
 		if code, body, _ := node3.get("/metrics"); code != 200 || !heldCount.MatchString(body) {
 			t.Errorf("node3 metrics = %d, held refusal not counted", code)
 		}
-		req, _ := http.NewRequest("GET", "http://"+node1.admin+"/metrics", nil)
-		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("metrics without the token: %v %v", resp, err)
-		} else {
-			resp.Body.Close()
+		for _, tt := range []struct {
+			method, path, token string
+			want                int
+		}{
+			{"GET", "/metrics", "", http.StatusUnauthorized},
+			{"GET", "/metrics", testReadToken, http.StatusOK},
+			{"POST", "/v1/hold", testReadToken, http.StatusForbidden},
+			{"POST", "/v1/hold", "", http.StatusUnauthorized},
+		} {
+			req, _ := http.NewRequest(tt.method, "http://"+node1.admin+tt.path, strings.NewReader(`{"user":"nobody@example.org"}`))
+			req.Header.Set("Content-Type", "application/json")
+			if tt.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.token)
+			}
+			if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != tt.want {
+				t.Errorf("%s %s with token %q: %v %v, want %d", tt.method, tt.path, tt.token, resp, err, tt.want)
+			} else {
+				resp.Body.Close()
+			}
 		}
 		for _, n := range nodes {
 			if code, err := n.healthz(); code != 200 {

@@ -16,9 +16,20 @@ import (
 // but not confirmed by every member.
 const exitNotConfirmed = 3
 
-// newAdminClient reads the configuration for the [admin] address and
-// token.
-func newAdminClient(path string) (*admin.Client, error) {
+// adminAccess is the admin listener's access rules from [admin].
+func adminAccess(ac *config.Admin) admin.Access {
+	return admin.Access{
+		ControlToken: ac.Token,
+		ReadToken:    ac.ReadToken,
+		HostNames:    ac.HostNames,
+		Pprof:        ac.Pprof,
+	}
+}
+
+// newAdminClient reads the configuration for the [admin] address and a
+// token: the control token for control, else the control or the
+// read-only token.
+func newAdminClient(path string, control bool) (*admin.Client, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, err
@@ -26,7 +37,14 @@ func newAdminClient(path string) (*admin.Client, error) {
 	if cfg.Admin == nil {
 		return nil, fmt.Errorf("%s: no [admin] table, so the node has no admin listener to talk to", cfg.File)
 	}
-	c, err := admin.NewClient(cfg.Admin.Address, string(cfg.Admin.Token))
+	tok := cfg.Admin.Token
+	switch {
+	case control && tok == "":
+		return nil, fmt.Errorf("%s: admin.token_file is not set, so the node's control endpoints are off", cfg.File)
+	case tok == "":
+		tok = cfg.Admin.ReadToken
+	}
+	c, err := admin.NewClient(cfg.Admin.Address, tok)
 	if err != nil {
 		return nil, cfg.ErrorAt("admin.address", err)
 	}
@@ -39,8 +57,10 @@ func explain(err error) error {
 	switch {
 	case errors.Is(err, admin.ErrUnreachable):
 		return fmt.Errorf("%w (is switchboard serve running with this configuration?)", err)
-	case errors.As(err, &se) && se.Code == http.StatusUnauthorized:
-		return fmt.Errorf("%w (check admin.token_file)", err)
+	case errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden):
+		return fmt.Errorf("%w (check admin.token_file and read_token_file)", err)
+	case errors.As(err, &se) && se.Code == http.StatusMisdirectedRequest:
+		return fmt.Errorf("%w (check admin.address and host_names)", err)
 	}
 	return err
 }
@@ -48,7 +68,7 @@ func explain(err error) error {
 // sendControl sends a control request and reports its outcome; it
 // returns the exit status.
 func sendControl(f *flags, send func(*admin.Client) (*admin.ControlResponse, error), done string, stdout io.Writer) int {
-	c, err := newAdminClient(f.config)
+	c, err := newAdminClient(f.config, true)
 	if err != nil {
 		fmt.Fprintf(f.stderr, "switchboard %s: %v\n", f.name, err)
 		return 1
@@ -114,7 +134,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	if err := f.parse(args, 0); err != nil {
 		return exitStatus(err)
 	}
-	c, err := newAdminClient(f.config)
+	c, err := newAdminClient(f.config, false)
 	if err != nil {
 		fmt.Fprintf(stderr, "switchboard status: %v\n", err)
 		return 1

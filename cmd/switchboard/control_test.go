@@ -14,6 +14,7 @@ import (
 
 	"switchboard/admin"
 	"switchboard/cluster"
+	"switchboard/internal/secret"
 	"switchboard/router"
 )
 
@@ -75,7 +76,7 @@ func (threeNodes) Stats() cluster.Stats      { return cluster.Stats{} }
 // configuration pointing at it; it returns the configuration's path.
 func startAdmin(t *testing.T, rc *recControl, token string, cl admin.Cluster) string {
 	t.Helper()
-	opts := &admin.Options{Addr: "127.0.0.1:0", Token: token, Router: noSessions{}, Control: rc, Version: "test",
+	opts := &admin.Options{Addr: "127.0.0.1:0", Access: admin.Access{ControlToken: secret.String(token)}, Router: noSessions{}, Control: rc, Version: "test",
 		Backends: []string{"mx1", "mx2"}, Logger: slog.New(slog.DiscardHandler)}
 	if cl != nil {
 		opts.Cluster = cl
@@ -158,7 +159,7 @@ func TestControlErrors(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	path = setup(t, fileConf+fmt.Sprintf("\n[admin]\naddress = %q\n", addr))
-	code, _, errOut = runCmd("invalidate", "-config", path, "alice@example.org")
+	code, _, errOut = runCmd("status", "-config", path)
 	if code != 1 || !strings.Contains(errOut, "cannot reach the node's admin listener at http://"+addr) || !strings.Contains(errOut, "connection refused") {
 		t.Errorf("not listening = %d, %q", code, errOut)
 	}
@@ -173,6 +174,16 @@ func TestControlErrors(t *testing.T) {
 	}
 	if calls := rc.take(); len(calls) != 0 {
 		t.Errorf("calls with a wrong token: %q", calls)
+	}
+
+	// No control token in the configuration: refused before sending.
+	path = startAdmin(t, rc, "", nil)
+	code, _, errOut = runCmd("release", "-config", path, "alice@example.org")
+	if code != 1 || !strings.Contains(errOut, "admin.token_file is not set") {
+		t.Errorf("no control token = %d, %q", code, errOut)
+	}
+	if calls := rc.take(); len(calls) != 0 {
+		t.Errorf("calls without a control token: %q", calls)
 	}
 }
 

@@ -212,7 +212,7 @@ func (n *node) startAdmin(srv *router.Server, hm *route.HostMap) error {
 	}
 	opts := &admin.Options{
 		Addr:        ac.Address,
-		Token:       string(ac.Token),
+		Access:      adminAccess(ac),
 		Node:        n.name,
 		Version:     versionString(),
 		Router:      srv,
