@@ -1,13 +1,21 @@
 # Switchboard. `make demo` and `make test` are the README's two commands.
 GO ?= go
 BIN := bin
+# Stamped into the binary and the Debian package (scripts/version.sh).
+VERSION ?= $(shell ./scripts/version.sh)
+export VERSION
 
-.PHONY: all build setup test test-short test-race check portable fuzz fuzz-long tidy demo bench
+.PHONY: all build deb setup test test-short test-race check portable fuzz fuzz-long tidy demo bench
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/switchboard ./cmd/switchboard
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/switchboard ./cmd/switchboard
+
+# bin/switchboard_<version>_amd64.deb: binary, units, example configuration
+# (scripts/mkdeb.sh, docs/install.md).
+deb:
+	GO=$(GO) ./scripts/mkdeb.sh $(BIN)
 
 setup:
 	./scripts/setup.sh
