@@ -15,7 +15,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -52,7 +55,7 @@ type demo struct {
 	conf         string
 	logPath      string
 	imaps        string // IMAPS listener
-	ports        []int  // imap, imaps, pop3, pop3s, admin
+	ports        []int  // imap, imaps, pop3, pop3s, admin, webmail
 	cmd          *exec.Cmd
 	exited       chan error // switchboard's exit, from waitCmd
 }
@@ -150,7 +153,7 @@ func (d *demo) printTestbed() {
 // in a process group of its own, so that Ctrl-C reaches the demo only
 // and the demo stops switchboard in order.
 func (d *demo) start() error {
-	ports, err := freePorts(d.ip, 5)
+	ports, err := freePorts(d.ip, 6)
 	if err != nil {
 		return err
 	}
@@ -188,6 +191,7 @@ func (d *demo) start() error {
 	}
 	fmt.Printf("   IMAP %s:%d (STARTTLS)  IMAPS %s  POP3 %s:%d (STLS)  POP3S %s:%d  admin http://%s:%d\n",
 		d.ip, ports[0], d.imaps, d.ip, ports[2], d.ip, ports[3], d.ip, ports[4])
+	fmt.Printf("   webmail IMAP %s:%d (plaintext, loopback, with the connection cache)\n", d.ip, ports[5])
 	return nil
 }
 
@@ -213,6 +217,12 @@ func (d *demo) show(ctx context.Context) error {
 		return nil
 	}
 	if err := d.showKick(); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := d.showCache(); err != nil {
 		return err
 	}
 	step("Switchboard's session log")
@@ -301,6 +311,50 @@ func (d *demo) showKick() error {
 		return fmt.Errorf("kicked session: no BYE: %w", err)
 	}
 	fmt.Println("   S: " + bye + "   (the session's client)")
+	return nil
+}
+
+// showCache plays a webmail's page requests on the cached listener: each
+// logs in, selects INBOX and logs out, and only the first reaches the
+// backend's login.
+func (d *demo) showCache() error {
+	bob, _ := d.tb.User("bob@example.org")
+	addr := net.JoinHostPort(d.ip, strconv.Itoa(d.ports[5]))
+	step("three webmail page requests as " + bob.Mail + " on the cached listener " + addr)
+	before := loginCounts(d.tb, bob.Mail)["mx2"]
+	for i := 1; i <= 3; i++ {
+		conn, err := net.DialTimeout("tcp", addr, startTimeout)
+		if err != nil {
+			return err
+		}
+		c := &imapConn{Conn: conn, r: bufio.NewReader(conn)}
+		c.SetDeadline(time.Now().Add(startTimeout))
+		if _, err := c.until("* OK"); err != nil {
+			conn.Close()
+			return err
+		}
+		t0 := time.Now()
+		answer, err := c.login(bob)
+		took := time.Since(t0)
+		if err == nil {
+			for _, cmd := range []string{"b SELECT INBOX", "c LOGOUT"} {
+				if err = c.send(cmd); err == nil {
+					_, err = c.until(cmd[:1] + " ")
+				}
+			}
+		}
+		conn.Close()
+		if err != nil {
+			return err
+		}
+		if i, j := strings.Index(answer, "[CAPABILITY "), strings.Index(answer, "] "); i > 0 && j > i {
+			answer = answer[:i] + "[CAPABILITY …" + answer[j:]
+		}
+		fmt.Printf("   request %d: S: %s   (LOGIN answered in %v)\n", i, answer, took.Round(10*time.Microsecond))
+	}
+	time.Sleep(200 * time.Millisecond) // Dovecot writes its log lines asynchronously
+	n := loginCounts(d.tb, bob.Mail)["mx2"] - before
+	fmt.Printf("   mx2 logged %d login(s) of %s for the 3 requests: the others were served from parked connections\n", n, bob.Mail)
 	return nil
 }
 
@@ -411,6 +465,12 @@ func writeConfig(dir, ip string, ports []int, tb *testbed.Testbed) (string, erro
 	if err != nil {
 		return "", err
 	}
+	token := filepath.Join(dir, "admin.token")
+	tok := make([]byte, 16)
+	rand.Read(tok)
+	if err := os.WriteFile(token, []byte(hex.EncodeToString(tok)+"\n"), 0o600); err != nil {
+		return "", err
+	}
 	secret := filepath.Join(dir, "ldap.secret")
 	if err := os.WriteFile(secret, []byte(tb.LDAP.BindPassword+"\n"), 0o600); err != nil {
 		return "", err
@@ -459,8 +519,16 @@ tls = "implicit"
 type = "ldap"
 cache_ttl = "1m"
 
+[[listen]]
+name = "webmail"
+protocol = "imap"
+address = "%s:%d"                # the webmail on this node, with the connection cache
+tls = "none"
+cache = true
+
 [admin]
-address = "%s:%d"                # loopback: no token needed
+address = "%s:%d"
+token_file = %q                  # control needs it, even on loopback
 
 [ldap]
 uris = [%q]
@@ -468,7 +536,7 @@ bind_dn = %q
 bind_password_file = %q
 base_dn = %q
 `, cert, key, ip, ports[0], ip, ports[1], ip, ports[2], ip, ports[3], hosts.String(),
-		ip, ports[4], tb.LDAP.URI, tb.LDAP.BindDN, secret, tb.LDAP.PeopleDN)
+		ip, ports[5], ip, ports[4], token, tb.LDAP.URI, tb.LDAP.BindDN, secret, tb.LDAP.PeopleDN)
 	path := filepath.Join(dir, "switchboard.toml")
 	return path, os.WriteFile(path, []byte(conf), 0o644)
 }
