@@ -141,10 +141,10 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 				continue
 			}
 		default:
+			sdNotify("STOPPING=1") // not after a hand-over: no longer the main process
 			n.draining()
 		}
 		logger.Info("draining", "signal", sig.String(), "grace", grace)
-		sdNotify("STOPPING=1")
 		return drain(srv, sigc, grace, logger)
 	}
 	return nil
