@@ -12,6 +12,8 @@ import (
 
 	"switchboard/cluster"
 	"switchboard/config"
+	"switchboard/conncache"
+	"switchboard/route"
 	"switchboard/router"
 	sbtls "switchboard/tls"
 
@@ -90,26 +92,8 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 	defer closeNode()
 
 	hm := cfg.HostMap()
-	opts := &router.Options{
-		Hostname:            cfg.Hostname,
-		Mapper:              mapper,
-		Hosts:               hm,
-		BackendTLS:          backendTLS,
-		TrustedNets:         cfg.TrustedNets(),
-		BackendNets:         cfg.Backend.BackendNets(),
-		PreauthTimeout:      cfg.PreauthTimeout.Duration,
-		IdleTimeout:         cfg.IdleTimeout.Duration,
-		DialTimeout:         cfg.Backend.DialTimeout.Duration,
-		LoginTimeout:        cfg.Backend.LoginTimeout.Duration,
-		AuthFailDelay:       cfg.AuthFailDelay.Duration,
-		MaxPreauthErrors:    cfg.MaxPreauthErrors,
-		LoginDeadline:       cfg.LoginDeadline.Duration,
-		MaxPreauth:          cfg.MaxPreauthSessions,
-		MaxPreauthPerSource: cfg.MaxPreauthPerSource,
-		Gate:                n.gate,
-		BackendDown:         n.backendDown(),
-		Logger:              logger,
-	}
+	opts := routerOptions(cfg, mapper, hm, n, logger)
+	opts.BackendTLS = backendTLS
 	if pool != nil {
 		opts.Pool = pool
 		defer pool.Close()
@@ -119,16 +103,11 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 	}
 	srv := router.New(opts)
 	n.setServer(srv)
-	var ls []namedListener // for a hand-over
-	for _, l := range cfg.Listen {
-		ln, err := listenOn(srv, in, l, logger)
-		if err != nil {
-			srv.Close()
-			return err
-		}
-		ls = append(ls, namedListener{l.Name, ln})
+	ls, err := startListeners(srv, in, cfg, logger)
+	if err != nil {
+		srv.Close()
+		return err
 	}
-	in.closeRest(logger)
 	var probe cluster.ProbeFunc // nil: plaintext greeting
 	if backendTLS != nil {
 		probe = cluster.ProbeGreetingTLS(backendTLS)
@@ -148,30 +127,89 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 	in.started(logger)
 	logger.Info("switchboard started", "version", versionString(), "config", cfg.File, "node", n.name, "clustered", n.cl != nil)
 
+	r := &running{srv: srv, n: n, closeNode: closeNode, ls: ls, pool: pool, serverTLS: serverTLS, mapper: mapper, grace: cfg.DrainGrace.Duration, log: logger}
+	return r.wait()
+}
+
+// running is what a started node's signal loop acts on.
+type running struct {
+	srv       *router.Server
+	n         *node
+	closeNode func()
+	ls        []namedListener // for a hand-over
+	pool      *conncache.Cache
+	serverTLS *sbtls.Server
+	mapper    any
+	grace     time.Duration
+	log       *slog.Logger
+}
+
+// wait serves until SIGTERM or SIGINT (a drain), or a SIGUSR2 whose
+// hand-over to a new process worked (then a drain too); SIGHUP reloads.
+func (r *running) wait() error {
 	sigc := make(chan os.Signal, 4)
 	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
 	defer signal.Stop(sigc)
-	grace := cfg.DrainGrace.Duration
 	for sig := range sigc {
 		switch sig {
 		case syscall.SIGHUP:
-			reload(serverTLS, mapper, logger)
+			reload(r.serverTLS, r.mapper, r.log)
 			continue
 		case syscall.SIGUSR2:
-			if !upgrade(ls, n, closeNode, sigc, logger) {
+			if !upgrade(r.ls, r.n, r.closeNode, sigc, r.log) {
 				continue
 			}
 		default:
 			sdNotify("STOPPING=1") // not after a hand-over: no longer the main process
-			n.draining()
+			r.n.draining()
 		}
-		logger.Info("draining", "signal", sig.String(), "grace", grace)
-		if pool != nil {
-			pool.Close() // parked connections are no sessions to wait for
+		r.log.Info("draining", "signal", sig.String(), "grace", r.grace)
+		if r.pool != nil {
+			r.pool.Close() // parked connections are no sessions to wait for
 		}
-		return drain(srv, sigc, grace, logger)
+		return drain(r.srv, sigc, r.grace, r.log)
 	}
 	return nil
+}
+
+// routerOptions maps the configuration onto the router's options; TLS
+// and the webmail cache are the caller's.
+func routerOptions(cfg *config.Config, mapper route.Mapper, hm *route.HostMap, n *node, logger *slog.Logger) *router.Options {
+	return &router.Options{
+		Hostname:            cfg.Hostname,
+		Mapper:              mapper,
+		Hosts:               hm,
+		TrustedNets:         cfg.TrustedNets(),
+		BackendNets:         cfg.Backend.BackendNets(),
+		PreauthTimeout:      cfg.PreauthTimeout.Duration,
+		IdleTimeout:         cfg.IdleTimeout.Duration,
+		DialTimeout:         cfg.Backend.DialTimeout.Duration,
+		LoginTimeout:        cfg.Backend.LoginTimeout.Duration,
+		AuthFailDelay:       cfg.AuthFailDelay.Duration,
+		MaxPreauthErrors:    cfg.MaxPreauthErrors,
+		LoginDeadline:       cfg.LoginDeadline.Duration,
+		MaxPreauth:          cfg.MaxPreauthSessions,
+		MaxPreauthPerSource: cfg.MaxPreauthPerSource,
+		Gate:                n.gate,
+		BackendDown:         n.backendDown(),
+		Logger:              logger,
+	}
+}
+
+// startListeners serves every [[listen]] table, on a socket passed by
+// systemd or a predecessor where there is one, and closes the passed
+// sockets no table claimed. It returns the sockets, for a hand-over.
+func startListeners(srv *router.Server, in *inherited, cfg *config.Config, logger *slog.Logger) ([]namedListener, error) {
+	var ls []namedListener
+	for _, l := range cfg.Listen {
+		ln, err := listenOn(srv, in, l, logger)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, namedListener{l.Name, ln})
+	}
+	in.closeRest(logger)
+	return ls, nil
 }
 
 // reload re-reads what can change without a restart.
