@@ -83,6 +83,8 @@ type Config struct {
 	// Admin is the HTTP listener for metrics, status and control; nil
 	// without an [admin] table (no listener).
 	Admin *Admin `toml:"admin"`
+	// Move configures `switchboard move`; nil without a [move] table.
+	Move *Move `toml:"move"`
 
 	// File is the path the configuration was loaded from. Relative paths
 	// in it were resolved against its directory. Not a key.
@@ -278,7 +280,7 @@ func (h *HostEntry) UnmarshalTOML(v any) error {
 
 // Default returns the configuration with every default set. Load decodes
 // the file over it. Tables that are absent from the file (tls, ldap,
-// cluster, admin) are set to nil by Load; their defaults here apply when
+// cluster, admin, move) are set to nil by Load; their defaults here apply when
 // they are present.
 //
 // A value that a package also applies to a zero Options field is that
@@ -371,5 +373,6 @@ func Default() *Config {
 			Address:   "127.0.0.1:8025", // loopback: no token needed
 			TokenFile: "",               // required for a non-loopback address
 		},
+		Move: defaultMove(), // see defaultMove, one comment per value
 	}
 }

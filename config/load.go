@@ -223,6 +223,11 @@ func (cfg *Config) resolvePaths(dir string) {
 	if cfg.Admin != nil {
 		abs(&cfg.Admin.TokenFile)
 	}
+	if cfg.Move != nil {
+		abs(&cfg.Move.BindPasswordFile)
+		abs(&cfg.Move.DoveadmPasswordFile)
+		abs(&cfg.Move.DoveadmCAFile)
+	}
 }
 
 // checker collects the problems of one file.
