@@ -328,4 +328,3 @@ func (d *Doveadm) Sessions(ctx context.Context, user string) (int, error) {
 	}
 	return n, nil
 }
-

@@ -111,7 +111,6 @@ type Options struct {
 	// Progress receives the human-readable progress lines. Nil means
 	// none.
 	Progress io.Writer
-
 }
 
 func (o *Options) attribute() string {
