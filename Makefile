@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build setup test test-short test-race check portable fuzz tidy demo bench
+.PHONY: all build setup test test-short test-race check portable fuzz tidy demo bench bench-move
 
 all: build
 
@@ -54,3 +54,9 @@ demo: setup build
 bench: build
 	./scripts/setup.sh --bench
 	./bench/run.sh
+
+# Five moves of a 2,000-message mailbox between two real Dovecots under
+# load (LMTP every 50 ms, an IDLE client, a client changing flags and
+# moving messages); prints one table row per run (docs/moving-a-mailbox.md).
+bench-move: setup
+	SWITCHBOARD_BENCH_MOVE=$${RUNS:-5} $(GO) test -count=1 -v -run '^TestBenchMove$$' -timeout 30m ./cmd/switchboard/ | grep -E '^\s+move_integration_test.go:[0-9]+: \||^(---|ok|FAIL|PASS)'

@@ -171,9 +171,11 @@ type Folder struct {
 	UIDNext     uint32
 	VSize       int64 // bytes, as IMAP counts them (CRLF)
 	// Flags is a digest of every message's UID and flags (without
-	// \Recent, which is per session); Status leaves it empty, Fetch
+	// \Recent, which is per session); Status leaves it empty, Snapshot
 	// fills it.
 	Flags string
+
+	msgs []Message // Snapshot's messages, to name a difference
 }
 
 // Status returns the user's folders, sorted by name.
@@ -230,10 +232,16 @@ type Message struct {
 // Messages returns every message of the user: folder, UID, flags and
 // Message-ID.
 func (d *Doveadm) Messages(ctx context.Context, user string) ([]Message, error) {
+	return d.fetch(ctx, user, "mailbox", "uid", "flags", "hdr.message-id")
+}
+
+// fetch runs doveadm fetch of fields for every message. Without
+// hdr.message-id it reads the index only, not the mail files.
+func (d *Doveadm) fetch(ctx context.Context, user string, fields ...string) ([]Message, error) {
 	var rows []map[string]string
 	err := d.call(ctx, "fetch", map[string]any{
 		"user":  user,
-		"field": []string{"mailbox", "uid", "flags", "hdr.message-id"},
+		"field": fields,
 		"query": []string{"all"},
 	}, &rows)
 	if err != nil {
@@ -263,7 +271,7 @@ func (d *Doveadm) Snapshot(ctx context.Context, user string) ([]Folder, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := d.Messages(ctx, user)
+	msgs, err := d.fetch(ctx, user, "mailbox", "uid", "flags")
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +281,7 @@ func (d *Doveadm) Snapshot(ctx context.Context, user string) ([]Folder, error) {
 	}
 	for i := range folders {
 		folders[i].Flags = flagDigest(byBox[folders[i].Name])
+		folders[i].msgs = byBox[folders[i].Name]
 	}
 	return folders, nil
 }
@@ -290,10 +299,16 @@ func flagDigest(msgs []Message) string {
 // PullFrom makes the user's mailbox on d identical to the one on source:
 // doveadm backup -R -u USER tcp:SOURCE run on d, where source is the
 // source's doveadm TCP address. Only d is written.
-func (d *Doveadm) PullFrom(ctx context.Context, user, source string) error {
+//
+// With full, dsync compares every message's flags (doveadm backup -f)
+// instead of only the changes since the modseq both sides last had in
+// common: a flag changed on the source while an earlier pass ran can
+// hide below that modseq, and a fast pass then never copies it.
+func (d *Doveadm) PullFrom(ctx context.Context, user, source string, full bool) error {
 	return d.call(ctx, "backup", map[string]any{
 		"user":        user,
 		"reverseSync": true,
+		"fullSync":    full,
 		"destination": []string{"tcp:" + source},
 	}, nil)
 }

@@ -65,8 +65,9 @@ type Backend interface {
 	// Snapshot returns the user's folders with flag digests.
 	Snapshot(ctx context.Context, user string) ([]Folder, error)
 	// PullFrom makes the user's mailbox here identical to the one on the
-	// backend whose doveadm TCP address is source, writing only here.
-	PullFrom(ctx context.Context, user, source string) error
+	// backend whose doveadm TCP address is source, writing only here;
+	// full compares every message, not only recent changes.
+	PullFrom(ctx context.Context, user, source string, full bool) error
 	// Kick closes the user's sessions on the backend.
 	Kick(ctx context.Context, user string) error
 	// Sessions counts the user's sessions on the backend.
@@ -202,7 +203,7 @@ func (p *Plan) Steps(o *Options) []string {
 		fmt.Sprintf("pre-copy: doveadm backup -R on %s from %s (%d messages, %s in %d folders) while the user works", p.Dest, p.Source, msgs, size(bytes), len(p.SourceFolders)),
 		fmt.Sprintf("hold: refuse the user's logins on every node for at most %v; set %s on %s (mail deferred)", o.holdTTL(), hold, p.DN),
 		fmt.Sprintf("kick: close the user's sessions on every node and on %s, wait %v, kick again, wait for none left", p.Source, o.settle()),
-		fmt.Sprintf("final sync: doveadm backup -R on %s from %s (nothing writes on either side)", p.Dest, p.Source),
+		fmt.Sprintf("final sync: doveadm backup -R -f on %s from %s (nothing writes on either side; every message compared)", p.Dest, p.Source),
 		"verify: every folder's messages, UIDVALIDITY, UIDNEXT, mailbox GUID and flags equal on both sides",
 		fmt.Sprintf("switch: set %s on %s", commit, p.DN),
 		"invalidate: drop the cached route and kick on every node",
@@ -314,7 +315,7 @@ func (mv *run) preCopy(ctx context.Context) error {
 	t0 := time.Now()
 	for pass := 1; pass <= 2; pass++ {
 		tp := time.Now()
-		if err := mv.dst.PullFrom(ctx, mv.r.User, mv.src.DsyncAddr()); err != nil {
+		if err := mv.dst.PullFrom(ctx, mv.r.User, mv.src.DsyncAddr(), false); err != nil {
 			return err
 		}
 		folders, err := mv.dst.Status(ctx, mv.r.User)
@@ -360,7 +361,7 @@ func (mv *run) switchOver(ctx context.Context) error {
 	mv.step("kick", time.Since(t))
 
 	t = time.Now()
-	if err := mv.dst.PullFrom(ctx, user, mv.src.DsyncAddr()); err != nil {
+	if err := mv.dst.PullFrom(ctx, user, mv.src.DsyncAddr(), true); err != nil {
 		return fmt.Errorf("final sync: %w", err)
 	}
 	mv.r.FinalSync = time.Since(t)

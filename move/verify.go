@@ -2,6 +2,7 @@ package move
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -25,12 +26,14 @@ func (e *MismatchError) Error() string {
 
 // verify compares both sides folder by folder.
 func (mv *run) verify(ctx context.Context) error {
-	src, err := mv.src.Snapshot(ctx, mv.r.User)
-	if err != nil {
-		return fmt.Errorf("verify: %w", err)
-	}
+	// Both sides at once: the user waits for this.
+	var src []Folder
+	var srcErr error
+	donec := make(chan struct{})
+	go snapshotInto(ctx, mv.src, mv.r.User, &src, &srcErr, donec)
 	dst, err := mv.dst.Snapshot(ctx, mv.r.User)
-	if err != nil {
+	<-donec
+	if err = errors.Join(srcErr, err); err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	if err := Compare(src, dst); err != nil {
@@ -40,6 +43,12 @@ func (mv *run) verify(ctx context.Context) error {
 	mv.r.Messages, mv.r.Bytes = totals(dst)
 	mv.progressf("verify: %d folders, %d messages, %s: count, UIDVALIDITY, UIDNEXT, GUID and flags equal", mv.r.Folders, mv.r.Messages, size(mv.r.Bytes))
 	return nil
+}
+
+// snapshotInto is the goroutine that takes the source's snapshot.
+func snapshotInto(ctx context.Context, b Backend, user string, out *[]Folder, errp *error, donec chan<- struct{}) {
+	defer close(donec)
+	*out, *errp = b.Snapshot(ctx, user)
 }
 
 // Compare returns a *MismatchError if the folders differ in name,
@@ -76,7 +85,7 @@ func Compare(src, dst []Folder) error {
 			add("%q: mailbox GUID %s, %s on the destination", s.Name, s.GUID, d.GUID)
 		}
 		if s.Flags != d.Flags {
-			add("%q: flags differ (digest %s, %s on the destination)", s.Name, s.Flags, d.Flags)
+			add("%q: flags differ (%s)", s.Name, firstDiff(s.msgs, d.msgs))
 		}
 	}
 	for name := range byName {
@@ -86,4 +95,23 @@ func Compare(src, dst []Folder) error {
 		return e
 	}
 	return nil
+}
+
+// firstDiff names the first message whose flags differ, both lists
+// sorted by UID.
+func firstDiff(src, dst []Message) string {
+	flags := make(map[uint32]string, len(dst))
+	for _, m := range dst {
+		flags[m.UID] = strings.Join(m.Flags, " ")
+	}
+	for _, m := range src {
+		f, ok := flags[m.UID]
+		if !ok {
+			return fmt.Sprintf("UID %d missing on the destination", m.UID)
+		}
+		if s := strings.Join(m.Flags, " "); s != f {
+			return fmt.Sprintf("UID %d: (%s), (%s) on the destination", m.UID, s, f)
+		}
+	}
+	return "a UID only on the destination"
 }

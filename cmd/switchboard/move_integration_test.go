@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"math/rand/v2"
+	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -344,7 +346,7 @@ func idler(addr string, done chan<- error) {
 // moveOutcome is what the checks after a move found.
 type moveOutcome struct {
 	lost, duplicated, flagMismatches, uidvalidityChanged, destLogProblems int
-	delivered, deferred, messages                                      int
+	delivered, deferred, messages                                         int
 }
 
 // checkMoved compares the frozen source with the destination: every
@@ -510,8 +512,8 @@ type faultyBackend struct {
 	onKick func()
 }
 
-func (f *faultyBackend) PullFrom(ctx context.Context, user, source string) error {
-	if err := f.Backend.PullFrom(ctx, user, source); err != nil {
+func (f *faultyBackend) PullFrom(ctx context.Context, user, source string, full bool) error {
+	if err := f.Backend.PullFrom(ctx, user, source, full); err != nil {
 		return err
 	}
 	if f.onPull != nil {
@@ -665,5 +667,68 @@ func doveadmCall(t *testing.T, d *testbed.Dovecot, body string) {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || !strings.Contains(string(b), "doveadmResponse") {
 		t.Errorf("doveadm %s: %s %s", body, resp.Status, b)
+	}
+}
+
+// benchMoveEnv, set to a number of runs, turns on TestBenchMove (make
+// bench-move).
+const benchMoveEnv = "SWITCHBOARD_BENCH_MOVE"
+
+var blockedRE = regexp.MustCompile(`blocked (\S+)\n`)
+
+// TestBenchMove is the benchmark of issue 15: a 2,000-message mailbox
+// moved back and forth between mx1 and mx2, each run under the full
+// load (LMTP delivery every 50 ms, an IDLE client, a client changing
+// flags and moving messages), and the outcome of each run counted.
+func TestBenchMove(t *testing.T) {
+	runs, _ := strconv.Atoi(os.Getenv(benchMoveEnv))
+	if runs <= 0 || testing.Short() {
+		t.Skipf("set %s=5 to run (make bench-move)", benchMoveEnv)
+	}
+	r := startMoveRig(t, 2000)
+	ctx := context.Background()
+	t.Logf("| run | move | messages | delivered | deferred | lost | duplicated | flag/folder mismatches | UIDVALIDITY changed | dest log Error/Warning | blocked | whole move |")
+	t.Logf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	src, dst := "mx1", "mx2"
+	for run := 1; run <= runs; run++ {
+		m := &mta{tb: r.tb, holdValue: move.DefaultHoldValue, delivered: map[string]string{}}
+		stopMTA, mtaDone := make(chan struct{}), make(chan struct{})
+		go m.run(stopMTA, mtaDone)
+		w := &writer{addr: r.node.imapAddr}
+		writerDone := make(chan struct{})
+		go w.run(writerDone)
+		idleDone := make(chan error, 1)
+		go idler(r.node.imapAddr, idleDone)
+		time.Sleep(2 * time.Second)
+
+		t0 := time.Now()
+		code, out, errOut := runCmd("move", "-config", r.node.config, moveUser, dst)
+		took := time.Since(t0)
+		if code != 0 {
+			t.Fatalf("run %d: move = %d\n%s%s", run, code, out, errOut)
+		}
+		<-writerDone
+		<-idleDone
+		time.Sleep(time.Second)
+		close(stopMTA)
+		<-mtaDone
+		o := r.checkMoved(ctx, src, dst, m)
+		blocked := "?"
+		if b := blockedRE.FindStringSubmatch(out); b != nil {
+			blocked = b[1]
+		}
+		t.Logf("| %d | %s→%s | %d | %d | %d | %d | %d | %d | %d | %d | %s | %v |", run, src, dst, o.messages, o.delivered, o.deferred,
+			o.lost, o.duplicated, o.flagMismatches, o.uidvalidityChanged, o.destLogProblems, blocked, took.Round(100*time.Millisecond))
+		if o.lost+o.duplicated+o.flagMismatches+o.uidvalidityChanged+o.destLogProblems != 0 {
+			t.Errorf("run %d: %+v\n%s", run, o, out)
+		}
+		// The old copy is no longer live: remove it, as the docs say to
+		// before moving a mailbox back (dsync cannot always bring a
+		// once-live copy's flags back in line; the move's verification
+		// then refuses to switch).
+		if err := os.RemoveAll(r.tb.Backends[src].MailboxDir(moveUser)); err != nil {
+			t.Fatal(err)
+		}
+		src, dst = dst, src
 	}
 }
