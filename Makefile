@@ -5,7 +5,7 @@ BIN := bin
 VERSION ?= $(shell ./scripts/version.sh)
 export VERSION
 
-.PHONY: all build deb setup test test-short test-race check portable fuzz fuzz-long tidy demo bench
+.PHONY: all build deb setup test test-short test-race check portable fuzz fuzz-long tidy demo bench bench-move
 
 all: build
 
@@ -88,3 +88,9 @@ demo: setup build
 bench: build
 	./scripts/setup.sh --bench
 	./bench/run.sh
+
+# Five moves of a 2,000-message mailbox between two real Dovecots under
+# load (LMTP every 50 ms, an IDLE client, a client changing flags and
+# moving messages); prints one table row per run (docs/moving-a-mailbox.md).
+bench-move: setup
+	SWITCHBOARD_BENCH_MOVE=$${RUNS:-5} $(GO) test -count=1 -v -run '^TestBenchMove$$' -timeout 30m ./cmd/switchboard/ | grep -E '^\s+move_integration_test.go:[0-9]+: \||^(---|ok|FAIL|PASS)'

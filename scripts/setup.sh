@@ -4,7 +4,7 @@
 # loopback, so their system services are kept from starting.
 set -euo pipefail
 
-pkgs=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-ldap perdition
+pkgs=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-ldap perdition
       perdition-ldap python3 curl iproute2 make ca-certificates)
 # `setup.sh --bench` adds what only the benchmark measures: nginx's mail
 # proxy; `setup.sh --deb` what checks the Debian package (make deb).
