@@ -75,27 +75,33 @@ func TestLocalSessions(t *testing.T) {
 }
 
 // TestLocalFailuresDecay checks the decay: a burst of n reads n, about
-// n/e after one window, and is forgotten once it fades below one half.
+// n/e after one window, and is forgotten once it fades below one half;
+// and the source's count of distinct accounts.
 func TestLocalFailuresDecay(t *testing.T) {
 	l, c := newTestLocal(15 * time.Minute)
 	ip := netip.MustParseAddr("::ffff:192.0.2.7") // mapped: counted as 192.0.2.7
 	for range 10 {
-		l.LoginFailed(ip, "alice@example.org")
+		l.LoginFailed(ip, "alice", true)
 	}
-	l.LoginFailed(netip.Addr{}, "bob@example.org")
-	if a, u := l.FailureScore(netip.MustParseAddr("192.0.2.7"), "alice@example.org"); a != 10 || u != 10 {
-		t.Errorf("score = %d, %d; want 10, 10", a, u)
+	l.LoginFailed(ip, "bob", true)
+	l.LoginFailed(ip, "carol", false)
+	if p, s := l.FailureScore(netip.MustParseAddr("192.0.2.7"), "alice"); p != 10 || s != 2 {
+		t.Errorf("score = %d, %d; want 10, 2 (alice and bob)", p, s)
 	}
-	if a, u := l.FailureScore(netip.Addr{}, "bob@example.org"); a != 0 || u != 1 {
-		t.Errorf("bob's score = %d, %d; want 0, 1", a, u)
+	if p, s := l.FailureScore(netip.Addr{}, "bob"); p != 0 || s != 0 {
+		t.Errorf("no source = %d, %d; want 0, 0", p, s)
 	}
 	c.advance(15 * time.Minute)
-	if a, _ := l.FailureScore(ip, ""); a != 4 { // 10/e = 3.68
-		t.Errorf("after one window: %d, want 4", a)
+	if p, _ := l.FailureScore(ip, "alice"); p != 4 { // 10/e = 3.68
+		t.Errorf("after one window: %d, want 4", p)
+	}
+	l.LoginSucceeded(ip, "alice")
+	if p, _ := l.FailureScore(ip, "alice"); p != 0 {
+		t.Errorf("after a success: %d, want 0", p)
 	}
 	c.advance(time.Hour)
-	l.LoginFailed(netip.MustParseAddr("192.0.2.8"), "") // sweeps
-	if _, ips, users := l.table.Len(); ips != 1 || users != 0 {
-		t.Errorf("faded counts not swept: %d addresses, %d users", ips, users)
+	l.LoginFailed(netip.MustParseAddr("192.0.2.8"), "dave", true) // sweeps
+	if _, srcs, pairs := l.table.Len(); srcs != 1 || pairs != 1 {
+		t.Errorf("faded counts not swept: %d sources, %d pairs", srcs, pairs)
 	}
 }
