@@ -75,14 +75,29 @@ func newNode(cfg *config.Config, mapper route.Mapper, pool *conncache.Cache, met
 	}
 	lim := cfg.Limits
 	n.gate = gate.New(state, &gate.Options{
-		IMAPSessions:         lim.IMAPSessionsPerUser,
-		POP3Sessions:         lim.POP3SessionsPerUser,
-		FailuresBeforeDelay:  lim.FailuresBeforeDelay,
-		FailuresBeforeRefuse: lim.FailuresBeforeRefuse,
-		FailureDelay:         lim.FailureDelay.Duration,
-		Logger:               logger,
+		IMAPSessions:               lim.IMAPSessionsPerUser,
+		POP3Sessions:               lim.POP3SessionsPerUser,
+		FailuresBeforeDelay:        lim.FailuresBeforeDelay,
+		FailuresBeforeRefuse:       lim.FailuresBeforeRefuse,
+		SourceFailuresBeforeDelay:  lim.SourceFailuresBeforeDelay,
+		SourceFailuresBeforeRefuse: lim.SourceFailuresBeforeRefuse,
+		FailureDelay:               lim.FailureDelay.Duration,
+		MaxFailureDelay:            lim.MaxFailureDelay.Duration,
+		InFlightPerAccount:         unlimitedIfZero(lim.LoginsInFlightPerAccount),
+		InFlightPerSource:          unlimitedIfZero(lim.LoginsInFlightPerSource),
+		ExemptNetworks:             lim.ExemptNets(),
+		Logger:                     logger,
 	})
 	return n, nil
+}
+
+// unlimitedIfZero maps a configured cap, where 0 means unlimited, onto a
+// gate option, where 0 means the default and negative unlimited.
+func unlimitedIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // clusterOptions maps [cluster] onto cluster.Options.
