@@ -155,6 +155,7 @@ type Gate struct {
 	opts  Options
 	log   *slog.Logger
 	fl    inFlight
+	names failedNames
 
 	held, limited, refused, delayed, busy atomic.Uint64
 }
@@ -175,7 +176,37 @@ func New(state State, opts *Options) *Gate {
 		g.log = slog.Default()
 	}
 	g.fl.init()
+	g.names.m = make(map[string]string)
 	return g
+}
+
+// maxFailedNames bounds failedNames.
+const maxFailedNames = 10_000
+
+// failedNames remembers, for names that recently failed on this node, the
+// account each named: a name on hold is refused before the map is asked,
+// and this gives its refusal the delay its account's failures would.
+type failedNames struct {
+	mu sync.Mutex
+	m  map[string]string // nameKey → account
+}
+
+func (n *failedNames) note(name, account string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.m[name]; !ok && len(n.m) >= maxFailedNames {
+		for k := range n.m { // any one: map order is random
+			delete(n.m, k)
+			break
+		}
+	}
+	n.m[name] = account
+}
+
+func (n *failedNames) account(name string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m[name]
 }
 
 // nameKey is the form of a typed name under which holds by name are
@@ -210,10 +241,17 @@ func (g *Gate) source(l *route.Login) netip.Addr {
 // sets l.Source.
 func (g *Gate) Admit(ctx context.Context, l *route.Login) error {
 	l.Source = g.source(l)
-	if g.state.Held(nameKey(l.User)) {
+	if name := nameKey(l.User); g.state.Held(name) {
 		g.held.Add(1)
 		g.log.Debug("gate: held", "user", l.User)
-		return &route.Refusal{Code: "UNAVAILABLE", Text: TextHeld}
+		var pf, sf int
+		if acct := g.names.account(name); acct != "" {
+			pf, sf = g.state.FailureScore(l.Source, acct)
+		}
+		if g.exempt(l.Source) {
+			sf = 0
+		}
+		return &route.Refusal{Code: "UNAVAILABLE", Text: TextHeld, Delay: g.penalty(pf, sf)}
 	}
 	if g.exempt(l.Source) {
 		return nil
@@ -344,7 +382,9 @@ func (g *Gate) Done(l *route.Login, o route.Outcome) {
 	g.fl.release(l)
 	switch o {
 	case route.OutcomeAuthFailed:
-		g.state.LoginFailed(l.Source, account(l), !g.exempt(l.Source))
+		acct := account(l)
+		g.state.LoginFailed(l.Source, acct, !g.exempt(l.Source))
+		g.names.note(nameKey(l.User), acct)
 	case route.OutcomeOK:
 		acct := account(l)
 		g.state.LoginSucceeded(l.Source, acct)

@@ -324,6 +324,15 @@ func TestRefusalsTakeAFailuresTime(t *testing.T) {
 	if r := refusal(t, attempt(context.Background(), g, login("alice@example.org", aliceDN, "imap", clientA))); r.Delay != 40*time.Millisecond {
 		t.Errorf("hold of a penalised account: delay %v, want 40ms", r.Delay)
 	}
+	// Held by name, refused before the lookup: the name's account is
+	// known from its failures.
+	f.held["alice@example.org"] = true
+	l := login("Alice@example.org", aliceDN, "imap", clientA)
+	l.Source = clientA.Addr()
+	g.Done(l, route.OutcomeAuthFailed) // the 4th: 60ms
+	if r := refusal(t, g.Admit(context.Background(), login("alice@example.org", "", "imap", clientA))); r.Delay != 60*time.Millisecond {
+		t.Errorf("hold by name of a penalised account: delay %v, want 60ms", r.Delay)
+	}
 }
 
 // TestDone checks what each outcome records.
