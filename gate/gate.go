@@ -241,6 +241,7 @@ func (g *Gate) source(l *route.Login) netip.Addr {
 // sets l.Source.
 func (g *Gate) Admit(ctx context.Context, l *route.Login) error {
 	l.Source = g.source(l)
+	l.Deadline = time.Now().Add(g.opts.maxFailureDelay())
 	if name := nameKey(l.User); g.state.Held(name) {
 		g.held.Add(1)
 		g.log.Debug("gate: held", "user", l.User)
@@ -266,8 +267,7 @@ func (g *Gate) Admit(ctx context.Context, l *route.Login) error {
 	if n == 0 {
 		return nil
 	}
-	deadline := time.Now().Add(g.opts.maxFailureDelay())
-	return g.fl.reserveSource(ctx, l, n, deadline, g)
+	return g.fl.reserveSource(ctx, l, n, l.Deadline, g)
 }
 
 // AdmitAccount judges a login again once the map has named its account
@@ -277,13 +277,16 @@ func (g *Gate) Admit(ctx context.Context, l *route.Login) error {
 // session limit; it reserves an in-flight slot of the account, waiting
 // while the account's logins under way, counted as failures, would reach
 // FailuresBeforeRefuse; and it delays a login after a few failures. All
-// its waiting ends at MaxFailureDelay, or with ctx.
+// its waiting, Admit's included, ends MaxFailureDelay after Admit was
+// called, or with ctx.
 //
 // A refusal carries as its Delay the delay a failed login would have
 // waited, so that it is not answered sooner than a wrong password.
 func (g *Gate) AdmitAccount(ctx context.Context, l *route.Login) error {
-	start := time.Now()
-	deadline := start.Add(g.opts.maxFailureDelay())
+	deadline := l.Deadline
+	if deadline.IsZero() { // Admit was not called
+		deadline = time.Now().Add(g.opts.maxFailureDelay())
+	}
 	if l.Account == "" {
 		l.Account = route.AccountKey("", l.User)
 	}

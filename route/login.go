@@ -45,9 +45,11 @@ type Login struct {
 	// Account is the account key (AccountKey), set once the map has
 	// answered; empty before.
 	Account string
-	// Reserved is the gate's own record of what it holds for the attempt
-	// (in-flight slots) until Done; callers leave it alone.
+	// Reserved and Deadline are the gate's own records: what it holds
+	// for the attempt (in-flight slots) until Done, and when all its
+	// waiting for the attempt must end. Callers leave them alone.
 	Reserved uint8
+	Deadline time.Time
 }
 
 // Outcome is how a login or a session ended, as logged and counted.

@@ -68,7 +68,7 @@ func TestParallelWrongLogins(t *testing.T) {
 		FailuresBeforeDelay:  5,
 		FailuresBeforeRefuse: 20,
 		FailureDelay:         10 * time.Millisecond,
-		MaxFailureDelay:      10 * time.Second,
+		MaxFailureDelay:      2 * time.Second,
 	})
 	const mail = "carol@example.org"
 	before := mismatches(t, e, mail)
