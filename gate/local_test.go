@@ -1,9 +1,12 @@
 package gate
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
+
+	"switchboard/route"
 )
 
 // clock is a settable time for Local.
@@ -103,5 +106,39 @@ func TestLocalFailuresDecay(t *testing.T) {
 	l.LoginFailed(netip.MustParseAddr("192.0.2.8"), "dave", true) // sweeps
 	if _, srcs, pairs := l.table.Len(); srcs != 1 || pairs != 1 {
 		t.Errorf("faded counts not swept: %d sources, %d pairs", srcs, pairs)
+	}
+}
+
+// TestAccountHolds checks that a hold by one name holds the account, so
+// that a login under an alias is refused, and that a release lifts both.
+func TestAccountHolds(t *testing.T) {
+	l := NewLocal(time.Hour)
+	mapper := route.MapperFunc(func(_ context.Context, user string) (route.Result, error) {
+		switch user {
+		case "alice@example.org", "a.smith@example.org":
+			return route.Result{DN: "uid=Alice,dc=example,dc=org", Hosts: []string{"mx1"}}, nil
+		}
+		return route.Result{}, route.ErrUnknownUser
+	})
+	h := AccountHolds(l, mapper)
+	if err := h.Hold("alice@example.org", true, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	g := New(l, &Options{})
+	alias := &route.Login{User: "a.smith@example.org", Protocol: route.IMAP, Client: netip.MustParseAddrPort("192.0.2.1:1")}
+	if err := g.Admit(context.Background(), alias); err != nil {
+		t.Fatalf("alias before the lookup: %v (not held by name)", err)
+	}
+	alias.Account = route.AccountKey("uid=Alice,dc=example,dc=org", alias.User)
+	if err := g.AdmitAccount(context.Background(), alias); err == nil {
+		t.Error("alias of a held account admitted")
+	}
+	g.Done(alias, route.OutcomeRefused)
+	if err := h.Hold("nobody@example.org", true, time.Minute); err != nil || !l.Held("nobody@example.org") {
+		t.Errorf("hold of an unknown name: %v", err)
+	}
+	h.Hold("alice@example.org", false, 0)
+	if len(l.Holds()) != 1 {
+		t.Errorf("after the release: %v, want only nobody's hold", l.Holds())
 	}
 }
