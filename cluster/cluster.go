@@ -578,52 +578,88 @@ func (c *Cluster) Sessions(user, proto string) int {
 	return n
 }
 
-// LoginFailed records a failed login from ip for user (either may be zero
-// or empty).
-func (c *Cluster) LoginFailed(ip netip.Addr, user string) {
+// LoginFailed records a failed login of account from src. With
+// countSource, and if account has no recent failure from src anywhere in
+// the cluster, src's score of failed accounts grows by one as well.
+func (c *Cluster) LoginFailed(src netip.Addr, account string, countSource bool) {
 	now := time.Now()
-	ip = ip.Unmap()
-	user = truncUser(user)
+	k := pairKey{Account: truncUser(account), Source: usertable.SourceKey(src)}
+	if !k.Source.IsValid() {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.local.table.LoginFailed(ip, user, now)
-	if ip.IsValid() {
-		c.local.dirtyIP[ip] = struct{}{}
+	if countSource && c.pairScoreLocked(k, now) < firstFailureBelow {
+		c.local.table.SourceFailed(k.Source, now)
+		c.local.dirtyIP[k.Source] = struct{}{}
 	}
-	if user != "" {
-		c.local.dirtyUser[user] = struct{}{}
+	if k.Account != "" {
+		c.local.table.PairFailed(k, now)
+		c.local.dirtyPair[k] = struct{}{}
 	}
 }
 
-// FailureScore returns the cluster-wide recent login failures from ip and
-// for user. Each count decays exponentially with time constant
-// FailureWindow (15 min): a steady rate of r failures a minute reads about
-// 15r, as a 15-minute sliding window would, and a burst of n reads n at
-// once, n/e after 15 minutes and under 1 after about 15·ln(n) minutes.
-// Counts from other nodes arrive within about a second.
-func (c *Cluster) FailureScore(ip netip.Addr, user string) (ipFails, userFails int) {
+// firstFailureBelow: a pair whose score is below it has no recent failure.
+const firstFailureBelow = 0.5
+
+// LoginSucceeded clears the failures of account from src: this node's
+// share becomes minus what the others counted, so that the cluster-wide
+// score reads zero here at once, and this node's share, gossiped as zero,
+// no longer counts elsewhere. (The other nodes' shares still count on
+// those nodes until they decay.)
+func (c *Cluster) LoginSucceeded(src netip.Addr, account string) {
 	now := time.Now()
-	ip = ip.Unmap()
-	user = truncUser(user)
+	k := pairKey{Account: truncUser(account), Source: usertable.SourceKey(src)}
+	if !k.Source.IsValid() || k.Account == "" {
+		return
+	}
 	tau := c.tabs.tau
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var ipSum, userSum float64
-	if ip.IsValid() {
-		ipSum = c.local.table.IPScore(ip, now)
-	}
-	if user != "" {
-		userSum = c.local.table.UserScore(user, now)
-	}
+	var others float64
 	for _, p := range c.peers {
-		if ip.IsValid() {
-			ipSum += p.ipFails[ip].Value(now, tau)
-		}
-		if user != "" {
-			userSum += p.userFails[user].Value(now, tau)
-		}
+		others += p.pairFails[k].Value(now, tau)
 	}
-	return int(math.Round(ipSum)), int(math.Round(userSum))
+	if others <= 0 && c.local.table.PairScore(k, now) == 0 {
+		return // nothing to clear: the common case
+	}
+	c.local.table.ClearPair(k, others, now)
+	c.local.dirtyPair[k] = struct{}{}
+}
+
+// pairScoreLocked returns k's cluster-wide score. Caller holds mu.
+func (c *Cluster) pairScoreLocked(k pairKey, now time.Time) float64 {
+	v := c.local.table.PairScore(k, now)
+	for _, p := range c.peers {
+		v += p.pairFails[k].Value(now, c.tabs.tau)
+	}
+	return max(v, 0)
+}
+
+// FailureScore returns the cluster-wide recent failures of account from
+// src (zero if account is empty), and the distinct accounts that recently
+// failed from src. IPv6 sources count per /64. Each count decays
+// exponentially with time constant FailureWindow (15 min): a steady rate
+// of r failures a minute reads about 15r, as a 15-minute sliding window
+// would, and a burst of n reads n at once, n/e after 15 minutes and under
+// 1 after about 15·ln(n) minutes. Counts from other nodes arrive within
+// about a second.
+func (c *Cluster) FailureScore(src netip.Addr, account string) (pairFails, sourceFails int) {
+	now := time.Now()
+	k := pairKey{Account: truncUser(account), Source: usertable.SourceKey(src)}
+	if !k.Source.IsValid() {
+		return 0, 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	srcSum := c.local.table.SourceScore(k.Source, now)
+	for _, p := range c.peers {
+		srcSum += p.ipFails[k.Source].Value(now, c.tabs.tau)
+	}
+	if k.Account != "" {
+		pairFails = int(math.Round(c.pairScoreLocked(k, now)))
+	}
+	return pairFails, int(math.Round(srcSum))
 }
 
 // aliveLocked reports whether a node is an alive member. Caller holds mu.

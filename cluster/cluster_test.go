@@ -353,18 +353,28 @@ func TestThreeNodes(t *testing.T) {
 		nodes[1].SessionDelta("erin", "imap", 1)
 		nodes[1].SessionDelta("erin", "pop3", 1)
 		ip := netip.MustParseAddr("192.0.2.7")
-		nodes[0].LoginFailed(ip, "erin")
-		nodes[1].LoginFailed(ip, "erin")
-		nodes[2].LoginFailed(netip.MustParseAddr("::ffff:192.0.2.7"), "")
+		// erin fails from ip on two nodes: one account for ip's score,
+		// two failures for the pair; frank fails once via a mapped
+		// address, a second account for ip.
+		nodes[0].LoginFailed(ip, "erin", true)
+		eventually(t, 2*time.Second, func() bool { pf, _ := nodes[1].FailureScore(ip, "erin"); return pf == 1 }, "first failure not seen")
+		nodes[1].LoginFailed(ip, "erin", true)
+		nodes[2].LoginFailed(netip.MustParseAddr("::ffff:192.0.2.7"), "frank", true)
 		eventually(t, 2*time.Second, func() bool {
 			for _, n := range nodes {
-				ipf, uf := n.FailureScore(ip, "erin")
-				if n.Sessions("erin", "imap") != 3 || n.Sessions("erin", "pop3") != 1 || ipf != 3 || uf != 2 {
+				pf, sf := n.FailureScore(ip, "erin")
+				if n.Sessions("erin", "imap") != 3 || n.Sessions("erin", "pop3") != 1 || pf != 2 || sf != 2 {
 					return false
 				}
 			}
 			return true
 		}, "counters do not add up everywhere")
+		// A success on node 2 clears the pair there at once and
+		// everywhere for node 2's share.
+		nodes[2].LoginSucceeded(ip, "erin")
+		if pf, _ := nodes[2].FailureScore(ip, "erin"); pf != 0 {
+			t.Errorf("after a success, node 2 still reads %d failures", pf)
+		}
 		nodes[0].SessionDelta("erin", "imap", -2)
 		eventually(t, 2*time.Second, func() bool {
 			for _, n := range nodes {

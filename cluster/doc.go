@@ -14,9 +14,10 @@
 //     gossips what its Checker sees; a backend is down cluster-wide when a
 //     strict majority of fresh reports from live nodes say so.
 //   - Approximate shared login limits (SessionDelta, Sessions, LoginFailed,
-//     FailureScore): each node gossips its own counts as absolute values;
-//     readers sum over live nodes. Counts lag by about a second and are
-//     best-effort during partitions.
+//     LoginSucceeded, FailureScore): session counts per account, failure
+//     scores per (account, source) and per source. Each node gossips its
+//     own counts as absolute values; readers sum over live nodes. Counts
+//     lag by about a second and are best-effort during partitions.
 //
 // The package is a leaf: it does not import the router. The router reaches
 // it through small interfaces of its own, and the cluster calls back into

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 
 	"switchboard/internal/decay"
@@ -9,8 +10,8 @@ import (
 )
 
 // Each node is the only writer of its own state: backend health as its
-// checker sees it, its live session counts per (user, protocol), and its
-// login failure scores per IP and per user. It gossips changes every
+// checker sees it, its live session counts per (account, protocol), and
+// its login failure scores per (account, source) and per source. It gossips changes every
 // StateInterval as absolute values ("alice/imap is now 2 here"), never as
 // increments, so a duplicated or reordered message cannot skew a count.
 // Every value carries the sequence number of the message that brought it;
@@ -33,6 +34,27 @@ const minScore = usertable.DefaultForgetBelow
 
 type sessKey = usertable.SessionKey
 
+type pairKey = usertable.PairKey
+
+// pairString writes k for the wire: "source account". An account longer
+// than the wire allows is cut, which at worst merges two counts.
+func pairString(k pairKey) string {
+	return truncUser(k.Source.String() + " " + k.Account)
+}
+
+// parsePair reads pairString's form.
+func parsePair(s string) (pairKey, bool) {
+	src, acct, ok := strings.Cut(s, " ")
+	if !ok || acct == "" {
+		return pairKey{}, false
+	}
+	ip, err := netip.ParseAddr(src)
+	if err != nil {
+		return pairKey{}, false
+	}
+	return pairKey{Account: acct, Source: usertable.SourceKey(ip)}, true
+}
+
 type localHealth struct {
 	up bool
 	at time.Time // last SetBackendHealth
@@ -47,7 +69,7 @@ type localState struct {
 
 	dirtySess   map[sessKey]struct{}
 	dirtyIP     map[netip.Addr]struct{}
-	dirtyUser   map[string]struct{}
+	dirtyPair   map[pairKey]struct{}
 	dirtyHealth bool
 	lastHealth  time.Time // last time all health was sent
 }
@@ -58,7 +80,7 @@ func newLocalState(opts *usertable.Options) localState {
 		health:    make(map[string]localHealth),
 		dirtySess: make(map[sessKey]struct{}),
 		dirtyIP:   make(map[netip.Addr]struct{}),
-		dirtyUser: make(map[string]struct{}),
+		dirtyPair: make(map[pairKey]struct{}),
 	}
 }
 
@@ -86,8 +108,8 @@ type peerState struct {
 	heard     time.Time
 	sessions  map[sessKey]remoteCount
 	health    map[string]remoteHealth
-	ipFails   map[netip.Addr]remoteScore
-	userFails map[string]remoteScore
+	ipFails   map[netip.Addr]remoteScore // per source: failed accounts
+	pairFails map[pairKey]remoteScore
 }
 
 func newPeerState(boot uint64) *peerState {
@@ -96,7 +118,7 @@ func newPeerState(boot uint64) *peerState {
 		sessions:  make(map[sessKey]remoteCount),
 		health:    make(map[string]remoteHealth),
 		ipFails:   make(map[netip.Addr]remoteScore),
-		userFails: make(map[string]remoteScore),
+		pairFails: make(map[pairKey]remoteScore),
 	}
 }
 
@@ -136,7 +158,7 @@ func (t *tables) applyState(p *peerState, s *stateRecord, seq uint64, now time.T
 		keepNewer(p.sessions, seq, func(v remoteCount) uint64 { return v.ver })
 		keepNewer(p.health, seq, func(v remoteHealth) uint64 { return v.ver })
 		keepNewer(p.ipFails, seq, func(v remoteScore) uint64 { return v.ver })
-		keepNewer(p.userFails, seq, func(v remoteScore) uint64 { return v.ver })
+		keepNewer(p.pairFails, seq, func(v remoteScore) uint64 { return v.ver })
 	}
 	for _, h := range s.Health {
 		if cur, ok := p.health[h.Backend]; ok && cur.ver > seq {
@@ -166,11 +188,15 @@ func (t *tables) applyState(p *peerState, s *stateRecord, seq uint64, now time.T
 		}
 		putScore(t, p.ipFails, r.IP, remoteScore{decay.Count{Score: r.Score, At: now}, seq}, now)
 	}
-	for _, r := range s.UserFails {
-		if cur, ok := p.userFails[r.User]; ok && cur.ver > seq {
+	for _, r := range s.PairFails {
+		k, ok := parsePair(r.Pair)
+		if !ok {
+			continue // an older node's per-user score
+		}
+		if cur, ok := p.pairFails[k]; ok && cur.ver > seq {
 			continue
 		}
-		putScore(t, p.userFails, r.User, remoteScore{decay.Count{Score: r.Score, At: now}, seq}, now)
+		putScore(t, p.pairFails, k, remoteScore{decay.Count{Score: r.Score, At: now}, seq}, now)
 	}
 }
 
@@ -199,9 +225,9 @@ func (t *tables) sweepPeer(p *peerState, now time.Time, healthTTL time.Duration)
 			delete(p.ipFails, k)
 		}
 	}
-	for k, v := range p.userFails {
+	for k, v := range p.pairFails {
 		if v.Value(now, t.tau) < minScore {
-			delete(p.userFails, k)
+			delete(p.pairFails, k)
 		}
 	}
 }
@@ -256,9 +282,9 @@ func (c *chunker) ipFail(r ipFailRecord) {
 	s.IPFails = append(s.IPFails, r)
 }
 
-func (c *chunker) userFail(r userFailRecord) {
-	s := c.room(len(r.User) + 2 + 4)
-	s.UserFails = append(s.UserFails, r)
+func (c *chunker) pairFail(r pairFailRecord) {
+	s := c.room(len(r.Pair) + 2 + 4)
+	s.PairFails = append(s.PairFails, r)
 }
 
 // deltas collects this node's changes since the last call, in messages of
@@ -277,13 +303,14 @@ func (t *tables) deltas(l *localState, origin string, now time.Time, refresh tim
 	}
 	clear(l.dirtySess)
 	for ip := range l.dirtyIP {
-		ch.ipFail(ipFailRecord{IP: ip, Score: l.table.IPScore(ip, now)})
+		ch.ipFail(ipFailRecord{IP: ip, Score: l.table.SourceScore(ip, now)})
 	}
 	clear(l.dirtyIP)
-	for u := range l.dirtyUser {
-		ch.userFail(userFailRecord{User: u, Score: l.table.UserScore(u, now)})
+	for k := range l.dirtyPair {
+		// A cleared pair's share is negative here; the others read 0.
+		ch.pairFail(pairFailRecord{Pair: pairString(k), Score: max(l.table.PairScore(k, now), 0)})
 	}
-	clear(l.dirtyUser)
+	clear(l.dirtyPair)
 	return ch.out
 }
 
@@ -311,14 +338,17 @@ func (t *tables) snapshot(l *localState, now time.Time, budget int) *stateRecord
 			s.Sessions = append(s.Sessions, sessionRecord{User: k.User, Proto: k.Proto, Count: n})
 		}
 	})
-	l.table.EachIPScore(now, func(ip netip.Addr, v float64) {
+	l.table.EachSourceScore(now, func(ip netip.Addr, v float64) {
 		if fits(21) {
 			s.IPFails = append(s.IPFails, ipFailRecord{IP: ip, Score: v})
 		}
 	})
-	l.table.EachUserScore(now, func(u string, v float64) {
-		if fits(len(u) + 6) {
-			s.UserFails = append(s.UserFails, userFailRecord{User: u, Score: v})
+	l.table.EachPairScore(now, func(k pairKey, v float64) {
+		if v <= 0 {
+			return // cleared: counts for nothing elsewhere
+		}
+		if p := pairString(k); fits(len(p) + 6) {
+			s.PairFails = append(s.PairFails, pairFailRecord{Pair: p, Score: v})
 		}
 	})
 	return s

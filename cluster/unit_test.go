@@ -95,6 +95,25 @@ func TestStateTables(t *testing.T) {
 	if len(p.ipFails) != 1 {
 		t.Errorf("sweep left %+v", p.ipFails)
 	}
+	// Pair scores travel as "source account"; an older node's per-user
+	// record is ignored.
+	tb.applyState(p, &stateRecord{PairFails: []pairFailRecord{{"2001:db8::1 uid=a,dc=x", 3}, {"alice", 5}}}, 15, now)
+	pk := pairKey{Account: "uid=a,dc=x", Source: ip("2001:db8::")}
+	if len(p.pairFails) != 1 || p.pairFails[pk].Score != 3 {
+		t.Errorf("pair table: %+v", p.pairFails)
+	}
+}
+
+func TestPairString(t *testing.T) {
+	k := pairKey{Account: "uid=a b,dc=x", Source: netip.MustParseAddr("192.0.2.1")}
+	if got, ok := parsePair(pairString(k)); !ok || got != k {
+		t.Errorf("round trip of %+v: %+v, %v", k, got, ok)
+	}
+	for _, bad := range []string{"", "192.0.2.1", "192.0.2.1 ", "nohost alice"} {
+		if _, ok := parsePair(bad); ok {
+			t.Errorf("parsePair(%q) accepted", bad)
+		}
+	}
 }
 
 func TestChunker(t *testing.T) {

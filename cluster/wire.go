@@ -79,13 +79,16 @@ type sessionRecord struct {
 	Count       int
 }
 
+// ipFailRecord is a source's score of failed accounts.
 type ipFailRecord struct {
 	IP    netip.Addr
 	Score float64
 }
 
-type userFailRecord struct {
-	User  string
+// pairFailRecord is the failure score of an (account, source) pair, the
+// pair written by pairString.
+type pairFailRecord struct {
+	Pair  string
 	Score float64
 }
 
@@ -95,7 +98,7 @@ type stateRecord struct {
 	Health    []healthRecord
 	Sessions  []sessionRecord
 	IPFails   []ipFailRecord
-	UserFails []userFailRecord
+	PairFails []pairFailRecord
 }
 
 // message is any decoded message except sync.
@@ -325,9 +328,9 @@ func encodeState(e *encoder, s *stateRecord) {
 		e.bytes(r.IP.AsSlice())
 		e.f32(r.Score)
 	}
-	e.uvarint(uint64(len(s.UserFails)))
-	for _, r := range s.UserFails {
-		e.str(r.User)
+	e.uvarint(uint64(len(s.PairFails)))
+	for _, r := range s.PairFails {
+		e.str(r.Pair)
 		e.f32(r.Score)
 	}
 }
@@ -413,7 +416,7 @@ func decodeState(d *decoder) *stateRecord {
 	}
 	n = d.count(6)
 	for i := 0; i < n && d.err == nil; i++ {
-		s.UserFails = append(s.UserFails, userFailRecord{User: d.name(maxUserLen), Score: d.f32()})
+		s.PairFails = append(s.PairFails, pairFailRecord{Pair: d.name(maxUserLen), Score: d.f32()})
 	}
 	if d.err != nil {
 		return nil

@@ -24,7 +24,7 @@ func sampleMessages() []*message {
 			Health:    []healthRecord{{"imap1", true}, {"imap2", false}},
 			Sessions:  []sessionRecord{{"alice", "imap", 3}, {"bob", "pop3", 1}},
 			IPFails:   []ipFailRecord{{netip.MustParseAddr("192.0.2.1"), 2.5}, {netip.MustParseAddr("2001:db8::1"), 1}},
-			UserFails: []userFailRecord{{"mallory", 12}},
+			PairFails: []pairFailRecord{{"192.0.2.1 mallory", 12}},
 		}},
 		{Kind: kindState, Origin: "n6", Boot: 9, Seq: 5, State: &stateRecord{}},
 	}
@@ -48,7 +48,7 @@ func normalize(m *message) *message {
 	c := *m
 	if s := c.State; s != nil {
 		s2 := *s
-		for _, p := range []any{&s2.Health, &s2.Sessions, &s2.IPFails, &s2.UserFails} {
+		for _, p := range []any{&s2.Health, &s2.Sessions, &s2.IPFails, &s2.PairFails} {
 			v := reflect.ValueOf(p).Elem()
 			if v.Len() == 0 {
 				v.Set(reflect.Zero(v.Type()))

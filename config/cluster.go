@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"net/netip"
 	"strings"
+	"time"
 
 	"switchboard/cluster"
 	"switchboard/internal/secret"
@@ -25,25 +26,50 @@ const (
 	maxKeyringBytes = 1 << 20 // a keyring file is a few lines
 )
 
-// Limits is the [limits] table: per-user session limits and the brake on
-// password guessing, counted over the whole cluster when there is one.
+// Limits is the [limits] table: per-account session limits and the brake
+// on password guessing, counted over the whole cluster when there is one.
 type Limits struct {
-	// IMAPSessionsPerUser and POP3SessionsPerUser cap a user's live
+	// IMAPSessionsPerUser and POP3SessionsPerUser cap an account's live
 	// sessions per protocol; 0 means unlimited.
 	IMAPSessionsPerUser int `toml:"imap_sessions_per_user"`
 	POP3SessionsPerUser int `toml:"pop3_sessions_per_user"`
-	// FailuresBeforeDelay recent failed logins (from the client's address
-	// or for the user) make further logins wait; 0 never delays.
+	// FailuresBeforeDelay recent failed logins of an account from one
+	// source make its further logins from there wait; 0 never delays.
 	FailuresBeforeDelay int `toml:"failures_before_delay"`
-	// FailuresBeforeRefuse recent failed logins make further logins be
-	// refused; 0 never refuses.
+	// FailuresBeforeRefuse recent failed logins of an account from one
+	// source make its further logins from there be refused; 0 never
+	// refuses.
 	FailuresBeforeRefuse int `toml:"failures_before_refuse"`
+	// SourceFailuresBeforeDelay and SourceFailuresBeforeRefuse do the
+	// same per source, counting the distinct accounts that failed from
+	// it (password spraying); 0 turns each off.
+	SourceFailuresBeforeDelay  int `toml:"source_failures_before_delay"`
+	SourceFailuresBeforeRefuse int `toml:"source_failures_before_refuse"`
 	// FailureWindow is the time constant with which failure counts decay.
 	FailureWindow Duration `toml:"failure_window"`
 	// FailureDelay is the first delay; it doubles with each failure
 	// beyond FailuresBeforeDelay.
 	FailureDelay Duration `toml:"failure_delay"`
+	// MaxFailureDelay caps a login's whole wait in the gate.
+	MaxFailureDelay Duration `toml:"max_failure_delay"`
+	// LoginsInFlightPerAccount and LoginsInFlightPerSource cap the logins
+	// under way at once per account and per source on a node; 0 means
+	// unlimited.
+	LoginsInFlightPerAccount int `toml:"logins_in_flight_per_account"`
+	LoginsInFlightPerSource  int `toml:"logins_in_flight_per_source"`
+	// ExemptNetworks (CIDR) are exempt from the per-source limits; the
+	// client address they forward (IMAP ID x-originating-ip) counts as
+	// the source instead.
+	ExemptNetworks []string `toml:"exempt_networks"`
 }
+
+// maxFailureDelayCap: a client waits for its login's answer about 20 s at
+// the least (mbsync); the gate's wait plus auth_fail_delay stays below.
+const maxFailureDelayCap = 15 * time.Second
+
+// ExemptNets returns exempt_networks parsed. Entries that do not parse
+// (Load refuses them) are left out.
+func (l *Limits) ExemptNets() []netip.Prefix { return prefixes(l.ExemptNetworks) }
 
 // Cluster is the [cluster] table: gossip between the front-ends (package
 // cluster, over hashicorp/memberlist) and the backend health checks.
@@ -124,6 +150,10 @@ func (l *Limits) validate(c *checker, _ *Config) {
 		{"limits.pop3_sessions_per_user", l.POP3SessionsPerUser},
 		{"limits.failures_before_delay", l.FailuresBeforeDelay},
 		{"limits.failures_before_refuse", l.FailuresBeforeRefuse},
+		{"limits.source_failures_before_delay", l.SourceFailuresBeforeDelay},
+		{"limits.source_failures_before_refuse", l.SourceFailuresBeforeRefuse},
+		{"limits.logins_in_flight_per_account", l.LoginsInFlightPerAccount},
+		{"limits.logins_in_flight_per_source", l.LoginsInFlightPerSource},
 	} {
 		if kv.v < 0 {
 			c.errorf(kv.k, "must be 0 (off) or more, not %d", kv.v)
@@ -132,6 +162,18 @@ func (l *Limits) validate(c *checker, _ *Config) {
 	if l.FailuresBeforeDelay > 0 && l.FailuresBeforeRefuse > 0 && l.FailuresBeforeRefuse <= l.FailuresBeforeDelay {
 		c.errorf("limits.failures_before_refuse", "%d must be more than failures_before_delay (%d), or 0 to never refuse",
 			l.FailuresBeforeRefuse, l.FailuresBeforeDelay)
+	}
+	if l.SourceFailuresBeforeDelay > 0 && l.SourceFailuresBeforeRefuse > 0 && l.SourceFailuresBeforeRefuse <= l.SourceFailuresBeforeDelay {
+		c.errorf("limits.source_failures_before_refuse", "%d must be more than source_failures_before_delay (%d), or 0 to never refuse",
+			l.SourceFailuresBeforeRefuse, l.SourceFailuresBeforeDelay)
+	}
+	if d := l.MaxFailureDelay.Duration; d > maxFailureDelayCap {
+		c.errorf("limits.max_failure_delay", "%v is longer than clients wait for a login; at most %v", d, maxFailureDelayCap)
+	}
+	for i, s := range l.ExemptNetworks {
+		if _, err := parseCIDR(s); err != nil {
+			c.errorf(index("limits.exempt_networks", i), "%v", err)
+		}
 	}
 }
 

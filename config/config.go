@@ -401,6 +401,13 @@ func Default() *Config {
 			FailuresBeforeRefuse: 20,                              // then refused until the count decays
 			FailureWindow:        D(cluster.DefaultFailureWindow), // time constant of the failure counts
 			FailureDelay:         D(gate.DefaultFailureDelay),     // the first delay, doubled per further failure
+			MaxFailureDelay:      D(gate.DefaultMaxFailureDelay),  // plus auth_fail_delay: 10 s, under mbsync's 20 s
+			// Password spraying: distinct accounts failing from one source.
+			SourceFailuresBeforeDelay:  10,                                 // a few users behind one NAT mistyping is normal
+			SourceFailuresBeforeRefuse: 50,                                 // a sprayer goes through many accounts
+			LoginsInFlightPerAccount:   gate.DefaultInFlightPerAccount,     // a client's folder connections and a phone
+			LoginsInFlightPerSource:    gate.DefaultInFlightPerSource,      // a busy NAT; the webmail is exempt
+			ExemptNetworks:             []string{"127.0.0.0/8", "::1/128"}, // the webmail on the same host
 		},
 		Cluster: &Cluster{
 			NodeName:          host,                                // the machine's name; unique in the cluster

@@ -358,6 +358,13 @@ func TestBad(t *testing.T) {
 			[]string{f + ":6: listen[0].proxy_from: required with proxy_protocol = true"}},
 		{"bad proxy_from", strings.Replace(minimal, "[map]", "proxy_protocol = true\nproxy_from = [\"10.0.0.0/8\",\n  \"10.0.0.1/8\", \"10.1.2.3\"]\n[map]", 1),
 			[]string{f + `:11: listen[0].proxy_from[1]: "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8?`, f + `:11: listen[0].proxy_from[2]: "10.1.2.3" is an address`}},
+		{"bad limits", minimal + "[limits]\nexempt_networks = [\"lan\"]\nmax_failure_delay = \"30s\"\nsource_failures_before_delay = 10\nsource_failures_before_refuse = 5\nlogins_in_flight_per_source = -1\n",
+			[]string{
+				f + `:14: limits.exempt_networks[0]: "lan" is not a network`,
+				f + `:15: limits.max_failure_delay: 30s is longer than clients wait for a login; at most 15s`,
+				f + `:17: limits.source_failures_before_refuse: 5 must be more than source_failures_before_delay (10)`,
+				f + `:18: limits.logins_in_flight_per_source: must be 0 (off) or more, not -1`,
+			}},
 		{"bad trusted network", "trusted_networks = [\"127.0.0.0/8\", \"lan\"]\n" + minimal, []string{f + `:1: trusted_networks[1]: "lan" is not a network`}},
 		{"bad durations", "preauth_timeout = \"60\"\nidle_timeout = \"10m\"\nauth_fail_delay = \"-1s\"\n" + minimal + "[backend]\ndial_timeout = \"0s\"\n",
 			[]string{

@@ -18,6 +18,10 @@ const (
 	// is dropped; it rounds to zero. (A cluster keeps smaller scores,
 	// which add up over the nodes.)
 	localForgetBelow = 0.5
+	// firstFailureBelow: an (account, source) pair whose score is below
+	// it has no recent failure, so its next one is a new account for
+	// the source's score.
+	firstFailureBelow = 0.5
 )
 
 // Local is a State for a node without a cluster: the same holds, session
@@ -88,26 +92,39 @@ func (l *Local) SessionDelta(user, proto string, delta int) {
 }
 
 // LoginFailed implements State.
-func (l *Local) LoginFailed(ip netip.Addr, user string) {
+func (l *Local) LoginFailed(src netip.Addr, account string, countSource bool) {
 	now := l.now()
+	k := usertable.PairKey{Account: account, Source: src}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweepLocked(now)
-	l.table.LoginFailed(ip, user, now)
+	if countSource && l.table.PairScore(k, now) < firstFailureBelow {
+		l.table.SourceFailed(src, now)
+	}
+	l.table.PairFailed(k, now)
 }
 
-// FailureScore implements State: the decayed counts, rounded.
-func (l *Local) FailureScore(ip netip.Addr, user string) (ipFails, userFails int) {
+// LoginSucceeded implements State.
+func (l *Local) LoginSucceeded(src netip.Addr, account string) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if ip.IsValid() {
-		ipFails = int(math.Round(l.table.IPScore(ip, now)))
+	l.table.ClearPair(usertable.PairKey{Account: account, Source: src}, 0, now)
+}
+
+// FailureScore implements State: the decayed counts, rounded.
+func (l *Local) FailureScore(src netip.Addr, account string) (pairFails, sourceFails int) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !src.IsValid() {
+		return 0, 0
 	}
-	if user != "" {
-		userFails = int(math.Round(l.table.UserScore(user, now)))
+	sourceFails = int(math.Round(l.table.SourceScore(src, now)))
+	if account != "" {
+		pairFails = int(math.Round(max(l.table.PairScore(usertable.PairKey{Account: account, Source: src}, now), 0)))
 	}
-	return ipFails, userFails
+	return pairFails, sourceFails
 }
 
 // sweepLocked drops expired holds and faded failure counts, at most once

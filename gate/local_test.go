@@ -1,9 +1,12 @@
 package gate
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
+
+	"switchboard/route"
 )
 
 // clock is a settable time for Local.
@@ -75,27 +78,67 @@ func TestLocalSessions(t *testing.T) {
 }
 
 // TestLocalFailuresDecay checks the decay: a burst of n reads n, about
-// n/e after one window, and is forgotten once it fades below one half.
+// n/e after one window, and is forgotten once it fades below one half;
+// and the source's count of distinct accounts.
 func TestLocalFailuresDecay(t *testing.T) {
 	l, c := newTestLocal(15 * time.Minute)
 	ip := netip.MustParseAddr("::ffff:192.0.2.7") // mapped: counted as 192.0.2.7
 	for range 10 {
-		l.LoginFailed(ip, "alice@example.org")
+		l.LoginFailed(ip, "alice", true)
 	}
-	l.LoginFailed(netip.Addr{}, "bob@example.org")
-	if a, u := l.FailureScore(netip.MustParseAddr("192.0.2.7"), "alice@example.org"); a != 10 || u != 10 {
-		t.Errorf("score = %d, %d; want 10, 10", a, u)
+	l.LoginFailed(ip, "bob", true)
+	l.LoginFailed(ip, "carol", false)
+	if p, s := l.FailureScore(netip.MustParseAddr("192.0.2.7"), "alice"); p != 10 || s != 2 {
+		t.Errorf("score = %d, %d; want 10, 2 (alice and bob)", p, s)
 	}
-	if a, u := l.FailureScore(netip.Addr{}, "bob@example.org"); a != 0 || u != 1 {
-		t.Errorf("bob's score = %d, %d; want 0, 1", a, u)
+	if p, s := l.FailureScore(netip.Addr{}, "bob"); p != 0 || s != 0 {
+		t.Errorf("no source = %d, %d; want 0, 0", p, s)
 	}
 	c.advance(15 * time.Minute)
-	if a, _ := l.FailureScore(ip, ""); a != 4 { // 10/e = 3.68
-		t.Errorf("after one window: %d, want 4", a)
+	if p, _ := l.FailureScore(ip, "alice"); p != 4 { // 10/e = 3.68
+		t.Errorf("after one window: %d, want 4", p)
+	}
+	l.LoginSucceeded(ip, "alice")
+	if p, _ := l.FailureScore(ip, "alice"); p != 0 {
+		t.Errorf("after a success: %d, want 0", p)
 	}
 	c.advance(time.Hour)
-	l.LoginFailed(netip.MustParseAddr("192.0.2.8"), "") // sweeps
-	if _, ips, users := l.table.Len(); ips != 1 || users != 0 {
-		t.Errorf("faded counts not swept: %d addresses, %d users", ips, users)
+	l.LoginFailed(netip.MustParseAddr("192.0.2.8"), "dave", true) // sweeps
+	if _, srcs, pairs := l.table.Len(); srcs != 1 || pairs != 1 {
+		t.Errorf("faded counts not swept: %d sources, %d pairs", srcs, pairs)
+	}
+}
+
+// TestAccountHolds checks that a hold by one name holds the account, so
+// that a login under an alias is refused, and that a release lifts both.
+func TestAccountHolds(t *testing.T) {
+	l := NewLocal(time.Hour)
+	mapper := route.MapperFunc(func(_ context.Context, user string) (route.Result, error) {
+		switch user {
+		case "alice@example.org", "a.smith@example.org":
+			return route.Result{DN: "uid=Alice,dc=example,dc=org", Hosts: []string{"mx1"}}, nil
+		}
+		return route.Result{}, route.ErrUnknownUser
+	})
+	h := AccountHolds(l, mapper)
+	if err := h.Hold("alice@example.org", true, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	g := New(l, &Options{})
+	alias := &route.Login{User: "a.smith@example.org", Protocol: route.IMAP, Client: netip.MustParseAddrPort("192.0.2.1:1")}
+	if err := g.Admit(context.Background(), alias); err != nil {
+		t.Fatalf("alias before the lookup: %v (not held by name)", err)
+	}
+	alias.Account = route.AccountKey("uid=Alice,dc=example,dc=org", alias.User)
+	if err := g.AdmitAccount(context.Background(), alias); err == nil {
+		t.Error("alias of a held account admitted")
+	}
+	g.Done(alias, route.OutcomeRefused)
+	if err := h.Hold("nobody@example.org", true, time.Minute); err != nil || !l.Held("nobody@example.org") {
+		t.Errorf("hold of an unknown name: %v", err)
+	}
+	h.Hold("alice@example.org", false, 0)
+	if len(l.Holds()) != 1 {
+		t.Errorf("after the release: %v, want only nobody's hold", l.Holds())
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"time"
 
 	"switchboard/route"
@@ -22,6 +24,30 @@ type dialog interface {
 	BackendLogin(b *wire.Backend, cr *wire.Creds, fwd *wire.Forward) ([]byte, error)
 	Refuse(err error) bool
 }
+
+// forwarder is implemented by dialogs that learn, before the login, the
+// client address a peer forwards (imap.Dialog: ID x-originating-ip).
+type forwarder interface {
+	Forwarded() netip.AddrPort
+}
+
+// AccountGate is implemented by gates that judge a login a second time,
+// once the map has named its account (route.Login.Account, see
+// route.AccountKey; names the map does not know have one too): counts,
+// holds and limits kept per account rather than per typed name. It is
+// called after Admit and the lookup and before any backend; like Admit,
+// it may block until ctx ends, and a *route.Refusal it returns is
+// answered to the client.
+type AccountGate interface {
+	AdmitAccount(ctx context.Context, l *route.Login) error
+}
+
+// clientCheckAfter: a login that waited this long in the gate checks that
+// its client is still there before a backend is asked.
+const clientCheckAfter = 200 * time.Millisecond
+
+// errClientGone: the client hung up while its login waited.
+var errClientGone = errors.New("client gone while the login waited")
 
 func (sess *session) newDialog() dialog {
 	srv := sess.srv
@@ -52,6 +78,10 @@ func (sess *session) login() *backendConn {
 				return sess.loggedIn(b, t0, answer)
 			}
 		}
+		if errors.Is(err, errClientGone) {
+			sess.clientLeft(err)
+			return nil
+		}
 		sess.refused(t0, err)
 		if !d.Refuse(err) {
 			return nil
@@ -66,7 +96,7 @@ func (sess *session) recheck(b *backendConn) error {
 	if !ok {
 		return nil
 	}
-	err := rc.Recheck(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client})
+	err := rc.Recheck(&sess.gl)
 	if err != nil {
 		b.Close()
 	}
@@ -82,20 +112,34 @@ func (sess *session) ended(o route.Outcome, err error) {
 	sess.fail(o, err)
 }
 
+// clientLeft ends a login whose client hung up while it waited in the
+// gate: no backend is asked, nothing is counted against the user.
+func (sess *session) clientLeft(err error) {
+	if g := sess.srv.opts.Gate; g != nil {
+		g.Done(&sess.gl, route.OutcomeClientQuit)
+	}
+	sess.fail(route.OutcomeClientQuit, err)
+}
+
 // refused counts a failed login, tells the Gate, and waits before the
-// answer: a refusal's own delay, none when the service is unavailable,
-// else until AuthFailDelay after t0, so a wrong password and an unknown
-// user take the same time.
+// answer: none when the service is unavailable, else until AuthFailDelay
+// after t0 plus what the gate made the login wait (its delay for earlier
+// failures, and a refusal's Delay). A wrong password, an unknown user
+// and a refusal (held, over a limit) so take the same time, with or
+// without penalties: the penalty always runs before the fixed window,
+// never inside it.
 func (sess *session) refused(t0 time.Time, err error) {
 	var r *route.Refusal
-	switch o := sess.loginFailed(err); {
-	case errors.As(err, &r):
-		sess.sleep(r.Delay)
-	case o == route.OutcomeUnavailable:
+	isRefusal := errors.As(err, &r)
+	if o := sess.loginFailed(err); o == route.OutcomeUnavailable && !isRefusal {
 		sess.srv.log.Warn("login unavailable", "cid", sess.id, "user", sess.user, "err", err)
-	default:
-		sess.failDelay(t0)
+		return
 	}
+	wait := sess.gateWait
+	if isRefusal {
+		wait += r.Delay
+	}
+	sess.failDelay(t0.Add(wait))
 }
 
 // route finds the user's backend, dials it and logs in with login, trying
@@ -107,17 +151,7 @@ func (sess *session) route(cr *wire.Creds, d dialog) (*backendConn, []byte, erro
 	sess.user = user
 	sess.bhost, sess.baddr = "", "" // not an earlier attempt's
 	sess.fwd = wire.Forward{Client: sess.client, Local: sess.local, Session: sess.id}
-	if g := srv.opts.Gate; g != nil {
-		l := &route.Login{User: user, Protocol: sess.l.cfg.Protocol, Client: sess.client}
-		if err := g.Admit(srv.ctx, l); err != nil {
-			var r *route.Refusal
-			if errors.As(err, &r) {
-				return nil, nil, r
-			}
-			return nil, nil, wire.Unavailable("gate: %w", err)
-		}
-	}
-	hosts, err := sess.lookup(user)
+	hosts, err := sess.admit(user, d)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -140,8 +174,85 @@ func (sess *session) route(cr *wire.Creds, d dialog) (*backendConn, []byte, erro
 	return nil, nil, wire.Unavailable("no backend reachable: %w", errors.Join(errs...))
 }
 
-// lookup asks the map for user's hosts, primary first.
-func (sess *session) lookup(user string) ([]string, error) {
+// admit asks the Gate, the map, and the Gate again with the account the
+// map named, and returns the user's hosts, primary first. The time spent
+// in the Gate is kept in sess.gateWait. Before a login that waited goes
+// to a backend, the client is checked to still be there.
+func (sess *session) admit(user string, d dialog) ([]string, error) {
+	srv := sess.srv
+	sess.gl = route.Login{User: user, Protocol: sess.l.cfg.Protocol, Client: sess.client}
+	sess.gateWait = 0
+	var fwd netip.AddrPort
+	if f, ok := d.(forwarder); ok {
+		fwd = f.Forwarded()
+		sess.gl.Forwarded = fwd.Addr()
+	}
+	g := srv.opts.Gate
+	if g != nil {
+		t := time.Now()
+		err := g.Admit(srv.ctx, &sess.gl)
+		sess.gateWait = time.Since(t)
+		if err != nil {
+			return nil, gateError(err)
+		}
+	}
+	res, lerr := sess.lookup(user)
+	if lerr != nil && !errors.Is(lerr, wire.ErrAuthFailed) {
+		return nil, lerr // the map is unavailable: answered at once
+	}
+	sess.gl.Account = route.AccountKey(res.DN, user) // unknown users too
+	if ag, ok := g.(AccountGate); ok {
+		t := time.Now()
+		err := ag.AdmitAccount(srv.ctx, &sess.gl)
+		sess.gateWait += time.Since(t)
+		if err != nil {
+			return nil, gateError(err)
+		}
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	if sess.gateWait >= clientCheckAfter && sess.clientGone() {
+		return nil, errClientGone
+	}
+	if src := sess.gl.Source; src.IsValid() && src != sess.client.Addr() {
+		// A forwarded address the gate believed: the backend sees it.
+		sess.fwd.Client = netip.AddrPortFrom(src, fwd.Port())
+	}
+	return res.Hosts, nil
+}
+
+// gateError passes a gate's refusal on; any other error (the server
+// closing) makes the login unavailable.
+func gateError(err error) error {
+	var r *route.Refusal
+	if errors.As(err, &r) {
+		return r
+	}
+	return wire.Unavailable("gate: %w", err)
+}
+
+// clientGone reports whether the client has hung up, without waiting:
+// a read with a deadline already passed sees the end of its stream, or
+// times out if the client is still there.
+func (sess *session) clientGone() bool {
+	if sess.br.Buffered() > 0 {
+		return false // it sent more: pipelined, not gone
+	}
+	if err := sess.conn.SetReadDeadline(time.Now()); err != nil {
+		return true
+	}
+	_, err := sess.br.Peek(1)
+	var ne net.Error
+	gone := err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	if !gone && sess.ReadDeadline() != nil {
+		return true
+	}
+	return gone
+}
+
+// lookup asks the map for user's entry.
+func (sess *session) lookup(user string) (route.Result, error) {
 	srv := sess.srv
 	ctx, cancel := context.WithTimeout(srv.ctx, srv.opts.lookupTimeout())
 	res, err := srv.opts.Mapper.Lookup(ctx, user)
@@ -149,17 +260,17 @@ func (sess *session) lookup(user string) ([]string, error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, route.ErrUnknownUser):
-		return nil, fmt.Errorf("%w: unknown user", wire.ErrAuthFailed)
+		return route.Result{}, fmt.Errorf("%w: unknown user", wire.ErrAuthFailed)
 	case errors.Is(err, route.ErrAmbiguous):
 		srv.log.Error("routing error: more than one directory entry matches", "cid", sess.id, "user", user, "err", err)
-		return nil, wire.Unavailable("lookup: %w", err)
+		return route.Result{}, wire.Unavailable("lookup: %w", err)
 	default:
-		return nil, wire.Unavailable("lookup: %w", err)
+		return route.Result{}, wire.Unavailable("lookup: %w", err)
 	}
 	if len(res.Hosts) == 0 {
-		return nil, wire.Unavailable("lookup: %w", route.ErrNoHost)
+		return route.Result{}, wire.Unavailable("lookup: %w", route.ErrNoHost)
 	}
-	return res.Hosts, nil
+	return res, nil
 }
 
 // tryHost logs cr in on host: from a parked connection on a cached
@@ -259,7 +370,7 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *back
 	sess.srv.setUser(sess, sess.user)
 	sess.srv.stats.LoginOK.Add(1)
 	if g := sess.srv.opts.Gate; g != nil {
-		g.Done(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, route.OutcomeOK)
+		g.Done(&sess.gl, route.OutcomeOK)
 	}
 	err := sess.conn.SetWriteDeadline(time.Now().Add(sess.srv.opts.loginTimeout()))
 	if err == nil {
@@ -296,7 +407,7 @@ func (sess *session) loginFailed(err error) route.Outcome {
 	sess.lastFail = o
 	sess.errMsg = err.Error()
 	if g := sess.srv.opts.Gate; g != nil {
-		g.Done(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client}, o)
+		g.Done(&sess.gl, o)
 	}
 	return o
 }

@@ -68,6 +68,11 @@ type session struct {
 
 	inPreauth  bool       // counted in the login phase (Server.enterPreauth)
 	preauthKey netip.Addr // its source's key there, if counted per source
+	// gl is the current login attempt as the Gate sees it, the same for
+	// each of its calls, and for Ended once logged in; gateWait is how
+	// long the attempt waited in the Gate (see login.go).
+	gl       route.Login
+	gateWait time.Duration
 }
 
 func newSession(s *Server, l *listener, c net.Conn) *session {
@@ -186,7 +191,7 @@ func (sess *session) finish() {
 	}
 	if sess.didLogin {
 		if g := sess.srv.opts.Gate; g != nil {
-			g.Ended(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client})
+			g.Ended(&sess.gl)
 		}
 	}
 	attrs := []any{

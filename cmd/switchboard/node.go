@@ -61,7 +61,7 @@ func newNode(cfg *config.Config, mapper route.Mapper, pool *conncache.Cache, met
 	var state gate.State
 	if cfg.Cluster == nil {
 		local := gate.NewLocal(cfg.Limits.FailureWindow.Duration)
-		ctlOpts.Holds, state = local, local
+		ctlOpts.Holds, state = gate.AccountHolds(local, mapper), local
 		n.name, _ = os.Hostname()
 	}
 	n.ctl = control.New(ctlOpts)
@@ -70,19 +70,46 @@ func newNode(cfg *config.Config, mapper route.Mapper, pool *conncache.Cache, met
 		if err != nil {
 			return nil, cfg.ErrorAt("cluster.bind_addr", err)
 		}
-		n.ctl.SetCluster(cl)
+		n.ctl.SetCluster(accountCluster{Cluster: cl, holds: gate.AccountHolds(cl, mapper)})
 		n.cl, n.name, state = cl, cl.Name(), cl
 	}
 	lim := cfg.Limits
 	n.gate = gate.New(state, &gate.Options{
-		IMAPSessions:         lim.IMAPSessionsPerUser,
-		POP3Sessions:         lim.POP3SessionsPerUser,
-		FailuresBeforeDelay:  lim.FailuresBeforeDelay,
-		FailuresBeforeRefuse: lim.FailuresBeforeRefuse,
-		FailureDelay:         lim.FailureDelay.Duration,
-		Logger:               logger,
+		IMAPSessions:               lim.IMAPSessionsPerUser,
+		POP3Sessions:               lim.POP3SessionsPerUser,
+		FailuresBeforeDelay:        lim.FailuresBeforeDelay,
+		FailuresBeforeRefuse:       lim.FailuresBeforeRefuse,
+		SourceFailuresBeforeDelay:  lim.SourceFailuresBeforeDelay,
+		SourceFailuresBeforeRefuse: lim.SourceFailuresBeforeRefuse,
+		FailureDelay:               lim.FailureDelay.Duration,
+		MaxFailureDelay:            lim.MaxFailureDelay.Duration,
+		InFlightPerAccount:         unlimitedIfZero(lim.LoginsInFlightPerAccount),
+		InFlightPerSource:          unlimitedIfZero(lim.LoginsInFlightPerSource),
+		ExemptNetworks:             lim.ExemptNets(),
+		Logger:                     logger,
 	})
 	return n, nil
+}
+
+// accountCluster is the cluster as Control uses it, whose holds of a name
+// also hold the name's account (gate.AccountHolds).
+type accountCluster struct {
+	*cluster.Cluster
+	holds gate.Holder
+}
+
+// Hold holds user and user's account on every node.
+func (a accountCluster) Hold(user string, held bool, ttl time.Duration) error {
+	return a.holds.Hold(user, held, ttl)
+}
+
+// unlimitedIfZero maps a configured cap, where 0 means unlimited, onto a
+// gate option, where 0 means the default and negative unlimited.
+func unlimitedIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // clusterOptions maps [cluster] onto cluster.Options.

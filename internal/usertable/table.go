@@ -68,20 +68,45 @@ func (o *Options) forgetBelow() float64 {
 
 // SessionKey names one session count.
 type SessionKey struct {
-	User  string
+	User  string // the account (see package doc)
 	Proto string // "imap", "pop3"
 }
 
-// Table is one node's own counts: live sessions per (user, protocol) and
-// decaying failure scores per client address and per user.
+// PairKey names one failure score of an account from a source address.
+type PairKey struct {
+	Account string
+	Source  netip.Addr // as SourceKey returns it
+}
+
+// sourceV6Bits is the prefix an IPv6 source counts as: one /64 is one
+// subscriber's LAN (RFC 6177), and an attacker gets its 2^64 addresses
+// as easily as one.
+const sourceV6Bits = 64
+
+// SourceKey returns the address under which ip's failures count: IPv4
+// (IPv4-mapped addresses too) as itself, IPv6 as the first address of its
+// /64. A zero ip stays zero.
+func SourceKey(ip netip.Addr) netip.Addr {
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.WithZone("").Prefix(sourceV6Bits)
+		return p.Addr()
+	}
+	return ip
+}
+
+// Table is one node's own counts: live sessions per (account, protocol),
+// decaying failure scores per (account, source), and per source the
+// decaying count of distinct accounts that failed from it (password
+// spraying).
 type Table struct {
 	max    int
 	tau    time.Duration
 	forget float64
 
 	sessions  map[SessionKey]int
-	ipFails   map[netip.Addr]decay.Count
-	userFails map[string]decay.Count
+	srcFails  map[netip.Addr]decay.Count
+	pairFails map[PairKey]decay.Count
 	dropped   uint64
 }
 
@@ -92,8 +117,8 @@ func New(opts *Options) *Table {
 		tau:       opts.failureWindow(),
 		forget:    opts.forgetBelow(),
 		sessions:  make(map[SessionKey]int),
-		ipFails:   make(map[netip.Addr]decay.Count),
-		userFails: make(map[string]decay.Count),
+		srcFails:  make(map[netip.Addr]decay.Count),
+		pairFails: make(map[PairKey]decay.Count),
 	}
 }
 
@@ -129,75 +154,94 @@ func (t *Table) EachSession(f func(k SessionKey, n int)) {
 	}
 }
 
-// LoginFailed adds a failure at now to ip's score and user's score; a
-// zero ip or an empty user is skipped. IPv4-mapped addresses count as
-// IPv4.
-func (t *Table) LoginFailed(ip netip.Addr, user string, now time.Time) {
-	ip = ip.Unmap()
-	if ip.IsValid() {
-		addScore(t, t.ipFails, ip, now)
+// PairFailed adds a failure at now to k's score. A zero source or an
+// empty account is skipped.
+func (t *Table) PairFailed(k PairKey, now time.Time) {
+	k.Source = SourceKey(k.Source)
+	if k.Account == "" || !k.Source.IsValid() {
+		return
 	}
-	if user != "" {
-		addScore(t, t.userFails, user, now)
+	addScore(t, t.pairFails, k, now, 1)
+}
+
+// SourceFailed adds one at now to src's score of failed accounts; a zero
+// src is skipped.
+func (t *Table) SourceFailed(src netip.Addr, now time.Time) {
+	if src = SourceKey(src); src.IsValid() {
+		addScore(t, t.srcFails, src, now, 1)
 	}
 }
 
-func addScore[K comparable](t *Table, m map[K]decay.Count, k K, now time.Time) {
+// ClearPair sets k's score to -offset: zero, less what other nodes
+// counted for k (offset), so that the sum over the nodes reads zero and
+// stays zero as every share decays alike. A node of its own clears with
+// offset 0.
+func (t *Table) ClearPair(k PairKey, offset float64, now time.Time) {
+	k.Source = SourceKey(k.Source)
+	if _, ok := t.pairFails[k]; !ok && offset <= 0 {
+		return
+	}
+	t.pairFails[k] = decay.Count{Score: -offset, At: now}
+}
+
+func addScore[K comparable](t *Table, m map[K]decay.Count, k K, now time.Time, n float64) {
 	d, ok := m[k]
 	if !ok && len(m) >= t.max {
 		EvictLowest(m, func(v decay.Count) float64 { return v.Value(now, t.tau) })
 		t.dropped++
 	}
-	m[k] = d.Add(now, t.tau, 1)
+	m[k] = d.Add(now, t.tau, n)
 }
 
-// IPScore returns ip's decayed failure score at now.
-func (t *Table) IPScore(ip netip.Addr, now time.Time) float64 {
-	return t.ipFails[ip.Unmap()].Value(now, t.tau)
+// PairScore returns k's decayed failure score at now; it is negative
+// after ClearPair with an offset.
+func (t *Table) PairScore(k PairKey, now time.Time) float64 {
+	k.Source = SourceKey(k.Source)
+	return t.pairFails[k].Value(now, t.tau)
 }
 
-// UserScore returns user's decayed failure score at now.
-func (t *Table) UserScore(user string, now time.Time) float64 {
-	return t.userFails[user].Value(now, t.tau)
+// SourceScore returns src's decayed score of failed accounts at now.
+func (t *Table) SourceScore(src netip.Addr, now time.Time) float64 {
+	return t.srcFails[SourceKey(src)].Value(now, t.tau)
 }
 
-// EachIPScore calls f with every address's score at now that is not yet
-// below ForgetBelow.
-func (t *Table) EachIPScore(now time.Time, f func(ip netip.Addr, score float64)) {
-	for ip, d := range t.ipFails {
+// EachSourceScore calls f with every source's score at now that is not
+// yet below ForgetBelow.
+func (t *Table) EachSourceScore(now time.Time, f func(src netip.Addr, score float64)) {
+	for ip, d := range t.srcFails {
 		if v := d.Value(now, t.tau); v >= t.forget {
 			f(ip, v)
 		}
 	}
 }
 
-// EachUserScore calls f with every user's score at now that is not yet
-// below ForgetBelow.
-func (t *Table) EachUserScore(now time.Time, f func(user string, score float64)) {
-	for u, d := range t.userFails {
-		if v := d.Value(now, t.tau); v >= t.forget {
-			f(u, v)
+// EachPairScore calls f with every pair's score at now whose size is not
+// yet below ForgetBelow (cleared pairs are negative).
+func (t *Table) EachPairScore(now time.Time, f func(k PairKey, score float64)) {
+	for k, d := range t.pairFails {
+		if v := d.Value(now, t.tau); math.Abs(v) >= t.forget {
+			f(k, v)
 		}
 	}
 }
 
 // Sweep drops failure scores that have faded below ForgetBelow.
 func (t *Table) Sweep(now time.Time) {
-	for k, d := range t.ipFails {
+	for k, d := range t.srcFails {
 		if d.Value(now, t.tau) < t.forget {
-			delete(t.ipFails, k)
+			delete(t.srcFails, k)
 		}
 	}
-	for k, d := range t.userFails {
-		if d.Value(now, t.tau) < t.forget {
-			delete(t.userFails, k)
+	for k, d := range t.pairFails {
+		if math.Abs(d.Value(now, t.tau)) < t.forget {
+			delete(t.pairFails, k)
 		}
 	}
 }
 
 // Len returns the number of entries of each table.
-func (t *Table) Len() (sessions, ipFails, userFails int) {
-	return len(t.sessions), len(t.ipFails), len(t.userFails)
+func (t *Table) Len() (sessions, srcFails, pairFails int) {
+	return len(t.sessions), len(t.srcFails), len(t.pairFails)
 }
 
 // Dropped counts entries refused or evicted because a table was full.

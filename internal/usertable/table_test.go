@@ -44,33 +44,48 @@ func TestTableSessions(t *testing.T) {
 }
 
 // TestTableFailures checks the decay: a burst of n reads n, about n/e
-// after one window, and is forgotten once it fades below ForgetBelow.
+// after one window, and is forgotten once it fades below ForgetBelow;
+// and the keys: IPv4-mapped as IPv4, IPv6 per /64.
 func TestTableFailures(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	tb := New(&Options{FailureWindow: 15 * time.Minute, ForgetBelow: 0.5})
 	ip := netip.MustParseAddr("::ffff:192.0.2.7") // mapped: counted as 192.0.2.7
+	alice := PairKey{Account: "alice", Source: ip}
 	for range 10 {
-		tb.LoginFailed(ip, "alice@example.org", now)
+		tb.PairFailed(alice, now)
+		tb.SourceFailed(ip, now)
 	}
-	tb.LoginFailed(netip.Addr{}, "bob@example.org", now)
-	if a, u := tb.IPScore(netip.MustParseAddr("192.0.2.7"), now), tb.UserScore("alice@example.org", now); a != 10 || u != 10 {
+	tb.PairFailed(PairKey{Account: "bob"}, now) // no source: skipped
+	tb.PairFailed(PairKey{Account: "bob", Source: netip.MustParseAddr("2001:db8:1:2:3::4")}, now)
+	v4 := netip.MustParseAddr("192.0.2.7")
+	if a, u := tb.SourceScore(v4, now), tb.PairScore(PairKey{Account: "alice", Source: v4}, now); a != 10 || u != 10 {
 		t.Errorf("scores = %v, %v; want 10, 10", a, u)
 	}
-	if _, ips, users := tb.Len(); ips != 1 || users != 2 {
-		t.Errorf("Len = %d addresses, %d users; want 1, 2", ips, users)
+	if u := tb.PairScore(PairKey{Account: "bob", Source: netip.MustParseAddr("2001:db8:1:2:ffff::1")}, now); u != 1 {
+		t.Errorf("same /64: %v, want 1", u)
+	}
+	if u := tb.PairScore(PairKey{Account: "bob", Source: netip.MustParseAddr("2001:db8:1:3::4")}, now); u != 0 {
+		t.Errorf("other /64: %v, want 0", u)
+	}
+	if _, srcs, pairs := tb.Len(); srcs != 1 || pairs != 2 {
+		t.Errorf("Len = %d sources, %d pairs; want 1, 2", srcs, pairs)
 	}
 	later := now.Add(15 * time.Minute)
-	if a := tb.IPScore(ip, later); a < 3.6 || a > 3.7 { // 10/e = 3.68
+	if a := tb.SourceScore(ip, later); a < 3.6 || a > 3.7 { // 10/e = 3.68
 		t.Errorf("after one window: %v, want 10/e", a)
 	}
-	var users []string
-	tb.EachUserScore(later, func(u string, _ float64) { users = append(users, u) })
-	if len(users) != 1 || users[0] != "alice@example.org" {
-		t.Errorf("EachUserScore = %v, want alice only (bob's 1/e is below 0.5)", users)
+	var keys []PairKey
+	tb.EachPairScore(later, func(k PairKey, _ float64) { keys = append(keys, k) })
+	if len(keys) != 1 || keys[0].Account != "alice" {
+		t.Errorf("EachPairScore = %v, want alice only (bob's 1/e is below 0.5)", keys)
+	}
+	tb.ClearPair(alice, 4, later)
+	if v := tb.PairScore(alice, later); v != -4 {
+		t.Errorf("cleared with offset 4: %v, want -4", v)
 	}
 	tb.Sweep(now.Add(75 * time.Minute))
-	if _, ips, users := tb.Len(); ips != 0 || users != 0 {
-		t.Errorf("faded counts not swept: %d addresses, %d users", ips, users)
+	if _, srcs, pairs := tb.Len(); srcs != 0 || pairs != 0 {
+		t.Errorf("faded counts not swept: %d sources, %d pairs", srcs, pairs)
 	}
 }
 
@@ -79,12 +94,12 @@ func TestTableEvictsLowScore(t *testing.T) {
 	tb := New(&Options{MaxEntries: 2, FailureWindow: time.Minute})
 	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
 	for range 5 {
-		tb.LoginFailed(a, "", now)
+		tb.SourceFailed(a, now)
 	}
-	tb.LoginFailed(b, "", now)
-	tb.LoginFailed(c, "", now)
-	if tb.IPScore(a, now) != 5 || tb.IPScore(b, now) != 0 || tb.IPScore(c, now) != 1 || tb.Dropped() != 1 {
+	tb.SourceFailed(b, now)
+	tb.SourceFailed(c, now)
+	if tb.SourceScore(a, now) != 5 || tb.SourceScore(b, now) != 0 || tb.SourceScore(c, now) != 1 || tb.Dropped() != 1 {
 		t.Errorf("after eviction: a %v, b %v, c %v, dropped %d; want 5, 0, 1, 1",
-			tb.IPScore(a, now), tb.IPScore(b, now), tb.IPScore(c, now), tb.Dropped())
+			tb.SourceScore(a, now), tb.SourceScore(b, now), tb.SourceScore(c, now), tb.Dropped())
 	}
 }

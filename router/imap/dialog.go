@@ -2,6 +2,9 @@ package imap
 
 import (
 	"errors"
+	"net/netip"
+	"strconv"
+	"strings"
 
 	"switchboard/route"
 	"switchboard/router/internal/wire"
@@ -28,6 +31,7 @@ type Dialog struct {
 	nerrors   int // bad commands so far
 	fails     int // failed logins so far
 	tag       string
+	fwd       netip.AddrPort // the client address the peer sent in ID
 }
 
 // NewDialog returns the dialog of client c. hostname is named in the
@@ -100,6 +104,7 @@ func (d *Dialog) command(cmd *Command) (*wire.Creds, route.Outcome, error) {
 	case "NOOP":
 		err = d.c.Write([]byte(tag + " OK NOOP completed.\r\n"))
 	case "ID":
+		d.noteID(cmd.Args)
 		err = d.c.Write([]byte("* ID (\"name\" \"Switchboard\")\r\n" + tag + " OK ID completed.\r\n"))
 	case "LOGOUT":
 		d.c.Write([]byte("* BYE Logging out.\r\n" + tag + " OK Logout completed.\r\n"))
@@ -129,6 +134,31 @@ func (d *Dialog) command(cmd *Command) (*wire.Creds, route.Outcome, error) {
 	}
 	return nil, "", nil
 }
+
+// noteID keeps the client address a peer forwards in ID (RFC 2971
+// field-value pairs): x-originating-ip and x-originating-port, as a
+// webmail sends them to Dovecot. Whether to believe it is the gate's
+// decision (only from its exempt networks); a later ID replaces it.
+func (d *Dialog) noteID(args []string) {
+	var ip netip.Addr
+	var port uint64
+	for i := 0; i+1 < len(args); i += 2 {
+		switch v := args[i+1]; {
+		case strings.EqualFold(args[i], "x-originating-ip"):
+			ip, _ = netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(v, "["), "]"))
+		case strings.EqualFold(args[i], "x-originating-port"):
+			port, _ = strconv.ParseUint(v, 10, 16)
+		}
+	}
+	if ip.Zone() != "" {
+		ip = netip.Addr{}
+	}
+	d.fwd = netip.AddrPortFrom(ip.Unmap(), uint16(port))
+}
+
+// Forwarded returns the client address the peer sent in ID before the
+// login (x-originating-ip and -port), or a zero value.
+func (d *Dialog) Forwarded() netip.AddrPort { return d.fwd }
 
 // readEnd classifies a failed read or write.
 func readEnd(err error) (route.Outcome, error) { return wire.ReadOutcome(err) }
