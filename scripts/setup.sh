@@ -5,12 +5,21 @@
 set -euo pipefail
 
 pkgs=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-ldap perdition
-      perdition-ldap python3 curl iproute2 make ca-certificates)
+      perdition-ldap python3 curl iproute2 make ca-certificates
+      roundcube-core roundcube-sqlite3 php-cli imapproxy)
+# roundcube-core, php-cli and imapproxy: internal/webmail's tests drive
+# Roundcube's own IMAP library through up-imapproxy and the webmail cache.
+# (roundcube-core's php dependency pulls in apache2; policy-rc.d below
+# keeps it from starting.)
+case "${1:-}" in
 # `setup.sh --bench` adds what only the benchmark measures: nginx's mail
 # proxy.
-if [ "${1:-}" = "--bench" ]; then
-	pkgs+=(nginx libnginx-mod-mail)
-fi
+--bench) pkgs+=(nginx libnginx-mod-mail) ;;
+# `setup.sh --webmail` adds what only `make bench-webmail` needs: Roundcube
+# under a private Apache, driven by headless Chromium.
+--webmail) pkgs+=(apache2 libapache2-mod-php php-sqlite3 chromium chromium-driver
+	fonts-dejavu-core sqlite3) ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -31,7 +40,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q
-	apt-get install -y -q --no-install-recommends "${missing[@]}"
+	apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 	[ "$own_policy" = 1 ] && rm -f "$policy"
 fi
 
