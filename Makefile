@@ -80,3 +80,11 @@ demo: setup build
 bench: build
 	./scripts/setup.sh --bench
 	./bench/run.sh
+
+# Roundcube in headless Chromium through the scenario, direct, through
+# Switchboard's webmail cache and through up-imapproxy (docs/performance.md,
+# "Webmail cache"). K=5 paired repetitions by default.
+K ?= 5
+bench-webmail: build
+	./scripts/setup.sh --webmail
+	$(GO) run ./bench/webmail -k $(K) -switchboard $(BIN)/switchboard -screenshot docs/webmail-inbox.png
