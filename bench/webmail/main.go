@@ -181,8 +181,12 @@ func run(reps int, shot, sbBin string, withTLS, keep bool, log *slog.Logger) err
 			if err != nil {
 				return fmt.Errorf("rep %d %s: %w", rep, m.name, err)
 			}
+			answers := make(map[string]int)
+			for _, s := range res.Sessions {
+				answers[s.LoginAnswer]++
+			}
 			log.Info("scenario", "rep", rep, "mode", m.name, "total", res.Total.Round(time.Millisecond),
-				"backend_logins", res.BackendLogins, "php", res.PHPRequests)
+				"backend_logins", res.BackendLogins, "php", res.PHPRequests, "login_answers", fmt.Sprint(answers))
 			results = append(results, res)
 		}
 	}
@@ -356,4 +360,3 @@ func expectTagged(br *bufio.Reader, tag string) error {
 		}
 	}
 }
-

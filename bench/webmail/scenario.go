@@ -112,7 +112,9 @@ document.getElementById('rcmloginpwd').value = arguments[1];`, nil, user, passwo
 			return nil, 0, fmt.Errorf("message row %d: %v", i, err)
 		}
 		err := step("open message "+uid, func() error { return cd.Click(sel) },
-			func(s pageState) bool { return strings.Contains(s.Frame, "_uid="+uid+"&") || strings.HasSuffix(s.Frame, "_uid="+uid) })
+			func(s pageState) bool {
+				return strings.Contains(s.Frame, "_uid="+uid+"&") || strings.HasSuffix(s.Frame, "_uid="+uid)
+			})
 		if err != nil {
 			return nil, 0, err
 		}
@@ -137,7 +139,9 @@ document.getElementById('rcmloginpwd').value = arguments[1];`, nil, user, passwo
 	}
 	// Roundcube answers ?_task=logout with the login page itself.
 	err = step("logout", func() error { return cd.Click("a.logout") },
-		func(s pageState) bool { return strings.Contains(s.URL, "_task=logout") || strings.Contains(s.URL, "_task=login") })
+		func(s pageState) bool {
+			return strings.Contains(s.URL, "_task=logout") || strings.Contains(s.URL, "_task=login")
+		})
 	if err != nil {
 		return nil, 0, err
 	}
