@@ -1,13 +1,21 @@
 # Switchboard. `make demo` and `make test` are the README's two commands.
 GO ?= go
 BIN := bin
+# Stamped into the binary and the Debian package (scripts/version.sh).
+VERSION ?= $(shell ./scripts/version.sh)
+export VERSION
 
-.PHONY: all build setup test test-short test-race check portable fuzz fuzz-long tidy demo bench
+.PHONY: all build deb setup test test-short test-race check portable fuzz fuzz-long tidy demo bench bench-move bench-webmail
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/switchboard ./cmd/switchboard
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/switchboard ./cmd/switchboard
+
+# bin/switchboard_<version>_amd64.deb: binary, units, example configuration
+# (scripts/mkdeb.sh, docs/install.md).
+deb:
+	GO=$(GO) ./scripts/mkdeb.sh $(BIN)
 
 setup:
 	./scripts/setup.sh
@@ -80,6 +88,12 @@ demo: setup build
 bench: build
 	./scripts/setup.sh --bench
 	./bench/run.sh
+
+# Five moves of a 2,000-message mailbox between two real Dovecots under
+# load (LMTP every 50 ms, an IDLE client, a client changing flags and
+# moving messages); prints one table row per run (docs/moving-a-mailbox.md).
+bench-move: setup
+	SWITCHBOARD_BENCH_MOVE=$${RUNS:-5} $(GO) test -count=1 -v -run '^TestBenchMove$$' -timeout 30m ./cmd/switchboard/ | grep -E '^\s+move_integration_test.go:[0-9]+: \||^(---|ok|FAIL|PASS)'
 
 # Roundcube in headless Chromium through the scenario, direct, through
 # Switchboard's webmail cache and through up-imapproxy (docs/performance.md,

@@ -95,6 +95,8 @@ type Config struct {
 	// Cache bounds the webmail connection cache of listeners with
 	// cache = true.
 	Cache Cache `toml:"cache"`
+	// Move configures `switchboard move`; nil without a [move] table.
+	Move *Move `toml:"move"`
 
 	// File is the path the configuration was loaded from. Relative paths
 	// in it were resolved against its directory. Not a key.
@@ -322,7 +324,7 @@ func (h *HostEntry) UnmarshalTOML(v any) error {
 
 // Default returns the configuration with every default set. Load decodes
 // the file over it. Tables that are absent from the file (tls, ldap,
-// cluster, admin) are set to nil by Load; their defaults here apply when
+// cluster, admin, move) are set to nil by Load; their defaults here apply when
 // they are present.
 //
 // A value that a package also applies to a zero Options field is that
@@ -431,5 +433,6 @@ func Default() *Config {
 			HostNames:     nil,              // Host must be the listener's address (or localhost on loopback)
 			Pprof:         false,            // no profiler
 		},
+		Move: defaultMove(), // see defaultMove, one comment per value
 	}
 }

@@ -224,6 +224,11 @@ func (cfg *Config) resolvePaths(dir string) {
 		abs(&cfg.Admin.TokenFile)
 		abs(&cfg.Admin.ReadTokenFile)
 	}
+	if cfg.Move != nil {
+		abs(&cfg.Move.BindPasswordFile)
+		abs(&cfg.Move.DoveadmPasswordFile)
+		abs(&cfg.Move.DoveadmCAFile)
+	}
 }
 
 // checker collects the problems of one file.

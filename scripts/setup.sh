@@ -4,22 +4,34 @@
 # loopback, so their system services are kept from starting.
 set -euo pipefail
 
-pkgs=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-ldap perdition
+pkgs=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-ldap perdition
       perdition-ldap python3 curl iproute2 make ca-certificates
       roundcube-core roundcube-sqlite3 php-cli imapproxy)
 # roundcube-core, php-cli and imapproxy: internal/webmail's tests drive
 # Roundcube's own IMAP library through up-imapproxy and the webmail cache.
 # (roundcube-core's php dependency pulls in apache2; policy-rc.d below
 # keeps it from starting.)
-case "${1:-}" in
 # `setup.sh --bench` adds what only the benchmark measures: nginx's mail
-# proxy.
---bench) pkgs+=(nginx libnginx-mod-mail) ;;
-# `setup.sh --webmail` adds what only `make bench-webmail` needs: Roundcube
+# proxy; `setup.sh --deb` what checks the Debian package (make deb);
+# `setup.sh --webmail` what only `make bench-webmail` needs: Roundcube
 # under a private Apache, driven by headless Chromium.
+case "${1:-}" in
+--bench) pkgs+=(nginx libnginx-mod-mail) ;;
+--deb) pkgs+=(lintian) ;;
 --webmail) pkgs+=(apache2 libapache2-mod-php php-sqlite3 chromium chromium-driver
 	fonts-dejavu-core sqlite3) ;;
 esac
+# lock_held reports whether another process holds one of apt's locks
+# (fcntl locks, which /proc/locks lists by inode).
+lock_held() {
+	local f ino
+	for f in /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock; do
+		[ -e "$f" ] || continue
+		ino=$(stat -c %i "$f")
+		grep -q ":$ino " /proc/locks 2>/dev/null && return 0
+	done
+	return 1
+}
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -39,8 +51,24 @@ if [ ${#missing[@]} -gt 0 ]; then
 		own_policy=1
 	fi
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q
-	apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+	# Another apt run (unattended-upgrades on a fresh machine) may hold the
+	# dpkg or the lists lock: wait for it, up to lock_wait seconds each.
+	lock_wait=600
+	apt_wait() {
+		local waited=0
+		until apt-get -o DPkg::Lock::Timeout=$lock_wait "$@"; do
+			# apt-get exits 100 both for a held lock and for real errors;
+			# retry only while someone holds one of the locks.
+			if ! lock_held || [ $waited -ge $lock_wait ]; then
+				return 1
+			fi
+			echo "setup: waiting for another apt run to finish" >&2
+			sleep 5
+			waited=$((waited + 5))
+		done
+	}
+	apt_wait update -q
+	apt_wait install -y -q --no-install-recommends "${missing[@]}"
 	[ "$own_policy" = 1 ] && rm -f "$policy"
 fi
 

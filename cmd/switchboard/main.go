@@ -8,6 +8,7 @@
 //	switchboard invalidate -config FILE [-kick] user     drop the cached route everywhere
 //	switchboard hold -config FILE [-ttl 10m] user        refuse the user's logins everywhere
 //	switchboard release -config FILE user                end a hold
+//	switchboard move -config FILE [-dry-run] user DEST   move a mailbox to another backend
 //	switchboard version                                  print the version
 //
 // status, invalidate, hold and release talk to the local node's admin
@@ -48,6 +49,9 @@ commands:
   hold        -config FILE [-ttl 10m] user@domain  refuse the user's logins on every node
                                                   (a mailbox move); ends by itself after -ttl
   release     -config FILE user@domain             end a hold
+  move        -config FILE [-dry-run] [-overwrite] user@domain DEST
+                                                  move the mailbox to backend DEST with dsync,
+                                                  verify it, then switch LDAP (docs/moving-a-mailbox.md)
   version                                         print the version
 
 FILE defaults to ` + defaultConfig + `. status, invalidate, hold and release
@@ -84,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runHold(args, stdout, stderr)
 	case "release":
 		return runRelease(args, stdout, stderr)
+	case "move":
+		return runMove(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "switchboard %s %s\n", versionString(), runtime.Version())
 		return 0

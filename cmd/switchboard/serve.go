@@ -6,11 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"switchboard/cluster"
 	"switchboard/config"
+	"switchboard/conncache"
+	"switchboard/route"
 	"switchboard/router"
 	sbtls "switchboard/tls"
 
@@ -24,7 +27,9 @@ import (
 // /healthz answers 200. SIGTERM: /healthz answers 503, the node leaves the
 // cluster, the listeners close and sessions have drain_grace to end by
 // themselves before they get a BYE (a second SIGTERM: at once); then the
-// checker, the cluster and the admin listener stop.
+// checker, the cluster and the admin listener stop. SIGUSR2 hands the
+// listening sockets to a new process (handover.go) and then drains.
+// Listening sockets passed by systemd are used (activation.go).
 func runServe(args []string) int {
 	monitorErr := tuneMonitor() // first: it may start the process again
 	f := newFlags("serve", "", os.Stderr)
@@ -53,6 +58,11 @@ func runServe(args []string) int {
 }
 
 func serve(cfg *config.Config, logger *slog.Logger) error {
+	in, err := inheritedListeners() // socket activation or a hand-over
+	if err != nil {
+		return err
+	}
+	defer in.closeRest(logger)
 	serverTLS, err := newServerTLS(cfg, logger)
 	if err != nil {
 		return err
@@ -66,6 +76,9 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer closer.Close()
+	if err := in.prepared(); err != nil { // a hand-over: the old process frees its ports
+		return err
+	}
 	metrics := prometheus.NewRegistry()
 	pool, err := newPool(cfg, metrics, logger)
 	if err != nil {
@@ -75,29 +88,12 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer n.close()
+	closeNode := sync.OnceFunc(n.close)
+	defer closeNode()
 
 	hm := cfg.HostMap()
-	opts := &router.Options{
-		Hostname:            cfg.Hostname,
-		Mapper:              mapper,
-		Hosts:               hm,
-		BackendTLS:          backendTLS,
-		TrustedNets:         cfg.TrustedNets(),
-		BackendNets:         cfg.Backend.BackendNets(),
-		PreauthTimeout:      cfg.PreauthTimeout.Duration,
-		IdleTimeout:         cfg.IdleTimeout.Duration,
-		DialTimeout:         cfg.Backend.DialTimeout.Duration,
-		LoginTimeout:        cfg.Backend.LoginTimeout.Duration,
-		AuthFailDelay:       cfg.AuthFailDelay.Duration,
-		MaxPreauthErrors:    cfg.MaxPreauthErrors,
-		LoginDeadline:       cfg.LoginDeadline.Duration,
-		MaxPreauth:          cfg.MaxPreauthSessions,
-		MaxPreauthPerSource: cfg.MaxPreauthPerSource,
-		Gate:                n.gate,
-		BackendDown:         n.backendDown(),
-		Logger:              logger,
-	}
+	opts := routerOptions(cfg, mapper, hm, n, logger)
+	opts.BackendTLS = backendTLS
 	if pool != nil {
 		opts.Pool = pool
 		defer pool.Close()
@@ -107,21 +103,10 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 	}
 	srv := router.New(opts)
 	n.setServer(srv)
-	for _, l := range cfg.Listen {
-		addr, err := srv.Listen(router.ListenerConfig{
-			Name:          l.Name,
-			Protocol:      l.Protocol,
-			Addr:          l.Address,
-			TLS:           tlsMode(l.TLS),
-			ProxyProtocol: l.ProxyProtocol,
-			ProxyFrom:     l.ProxyNets(),
-			Cache:         l.Cache,
-		})
-		if err != nil {
-			srv.Close()
-			return err
-		}
-		logger.Info("listening", "listener", l.Name, "proto", l.Protocol, "addr", addr.String(), "tls", l.TLS, "proxy_protocol", l.ProxyProtocol, "cache", l.Cache)
+	ls, err := startListeners(srv, in, cfg, logger)
+	if err != nil {
+		srv.Close()
+		return err
 	}
 	var probe cluster.ProbeFunc // nil: plaintext greeting
 	if backendTLS != nil {
@@ -139,25 +124,92 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	n.ready()
+	in.started(logger)
 	logger.Info("switchboard started", "version", versionString(), "config", cfg.File, "node", n.name, "clustered", n.cl != nil)
 
+	r := &running{srv: srv, n: n, closeNode: closeNode, ls: ls, pool: pool, serverTLS: serverTLS, mapper: mapper, grace: cfg.DrainGrace.Duration, log: logger}
+	return r.wait()
+}
+
+// running is what a started node's signal loop acts on.
+type running struct {
+	srv       *router.Server
+	n         *node
+	closeNode func()
+	ls        []namedListener // for a hand-over
+	pool      *conncache.Cache
+	serverTLS *sbtls.Server
+	mapper    any
+	grace     time.Duration
+	log       *slog.Logger
+}
+
+// wait serves until SIGTERM or SIGINT (a drain), or a SIGUSR2 whose
+// hand-over to a new process worked (then a drain too); SIGHUP reloads.
+func (r *running) wait() error {
 	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
 	defer signal.Stop(sigc)
 	for sig := range sigc {
-		if sig == syscall.SIGHUP {
-			reload(serverTLS, mapper, logger)
+		switch sig {
+		case syscall.SIGHUP:
+			reload(r.serverTLS, r.mapper, r.log)
 			continue
+		case syscall.SIGUSR2:
+			if !upgrade(r.ls, r.n, r.closeNode, sigc, r.log) {
+				continue
+			}
+		default:
+			sdNotify("STOPPING=1") // not after a hand-over: no longer the main process
+			r.n.draining()
 		}
-		grace := cfg.DrainGrace.Duration
-		logger.Info("draining", "signal", sig.String(), "grace", grace)
-		n.draining()
-		if pool != nil {
-			pool.Close() // parked connections are no sessions to wait for
+		r.log.Info("draining", "signal", sig.String(), "grace", r.grace)
+		if r.pool != nil {
+			r.pool.Close() // parked connections are no sessions to wait for
 		}
-		return drain(srv, sigc, grace, logger)
+		return drain(r.srv, sigc, r.grace, r.log)
 	}
 	return nil
+}
+
+// routerOptions maps the configuration onto the router's options; TLS
+// and the webmail cache are the caller's.
+func routerOptions(cfg *config.Config, mapper route.Mapper, hm *route.HostMap, n *node, logger *slog.Logger) *router.Options {
+	return &router.Options{
+		Hostname:            cfg.Hostname,
+		Mapper:              mapper,
+		Hosts:               hm,
+		TrustedNets:         cfg.TrustedNets(),
+		BackendNets:         cfg.Backend.BackendNets(),
+		PreauthTimeout:      cfg.PreauthTimeout.Duration,
+		IdleTimeout:         cfg.IdleTimeout.Duration,
+		DialTimeout:         cfg.Backend.DialTimeout.Duration,
+		LoginTimeout:        cfg.Backend.LoginTimeout.Duration,
+		AuthFailDelay:       cfg.AuthFailDelay.Duration,
+		MaxPreauthErrors:    cfg.MaxPreauthErrors,
+		LoginDeadline:       cfg.LoginDeadline.Duration,
+		MaxPreauth:          cfg.MaxPreauthSessions,
+		MaxPreauthPerSource: cfg.MaxPreauthPerSource,
+		Gate:                n.gate,
+		BackendDown:         n.backendDown(),
+		Logger:              logger,
+	}
+}
+
+// startListeners serves every [[listen]] table, on a socket passed by
+// systemd or a predecessor where there is one, and closes the passed
+// sockets no table claimed. It returns the sockets, for a hand-over.
+func startListeners(srv *router.Server, in *inherited, cfg *config.Config, logger *slog.Logger) ([]namedListener, error) {
+	var ls []namedListener
+	for _, l := range cfg.Listen {
+		ln, err := listenOn(srv, in, l, logger)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, namedListener{l.Name, ln})
+	}
+	in.closeRest(logger)
+	return ls, nil
 }
 
 // reload re-reads what can change without a restart.

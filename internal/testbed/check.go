@@ -68,7 +68,8 @@ func Check() error {
 		problems = append(problems, "not running as root (Dovecot must switch to the mail user)")
 	}
 	if len(problems) > 0 {
-		return errors.New("testbed: cannot run here:\n\t" + strings.Join(problems, "\n\t"))
+		return errors.New("testbed: cannot run here:\n\t" + strings.Join(problems, "\n\t") +
+			"\n`make setup` (scripts/setup.sh), as root, installs the missing packages")
 	}
 	return nil
 }

@@ -61,6 +61,15 @@ type DovecotOptions struct {
 	// ExtraConf is appended to the generated dovecot.conf. A setting
 	// repeated there overrides the generated one.
 	ExtraConf string
+	// DoveadmPassword, when set, turns on the doveadm server: its TCP
+	// protocol (DoveadmAddr, which dsync between instances uses) and its
+	// HTTP API (DoveadmHTTPAddr, POST /doveadm/v1 with Basic auth
+	// "doveadm:<password>"), both with doveadm_password = DoveadmPassword.
+	// Empty (the default) means no doveadm listener.
+	DoveadmPassword string
+	// LMTP adds an LMTP listener (LMTPAddr), for delivery as an MTA does
+	// it. It needs the dovecot-lmtpd package. Default off.
+	LMTP bool
 }
 
 // Dovecot is a running (or stopped) Dovecot instance serving IMAP, IMAPS,
@@ -83,9 +92,17 @@ type Dovecot struct {
 	POP3SAddr string // "IP:PORT", implicit TLS
 	CAFile    string // PEM file of the CA that issued the certificate
 	Dir       string
+	// DoveadmAddr and DoveadmHTTPAddr are "IP:PORT" of the doveadm
+	// server's TCP protocol and HTTP API; empty without
+	// DovecotOptions.DoveadmPassword.
+	DoveadmAddr     string
+	DoveadmHTTPAddr string
+	// LMTPAddr is "IP:PORT" of the LMTP listener; empty without
+	// DovecotOptions.LMTP.
+	LMTPAddr string
 
 	opts      DovecotOptions // defaults applied
-	ports     [4]int         // imap, imaps, pop3, pop3s
+	ports     [7]int         // imap, imaps, pop3, pop3s, doveadm, doveadm http, lmtp
 	certFile  string
 	keyFile   string
 	conf      string
@@ -130,6 +147,11 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 	if opts.ClientLimit <= 0 {
 		opts.ClientLimit = defaultClientLimit
 	}
+	if opts.LMTP {
+		if _, err := os.Stat(filepath.Join(dovecotLibexecDir, "lmtp")); err != nil {
+			return nil, errors.New("testbed: DovecotOptions.LMTP needs Dovecot's LMTP server (apt-get install dovecot-lmtpd)")
+		}
+	}
 	d := &Dovecot{
 		Name:      opts.Name,
 		IP:        opts.IP,
@@ -159,7 +181,7 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 	if d.certFile, d.keyFile, err = opts.CA.Issue(opts.IP, opts.Name, "localhost"); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(opts.IP, 4)
+	ports, err := freePorts(opts.IP, len(d.ports))
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +190,13 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 	d.IMAPSAddr = hostPort(opts.IP, ports[1])
 	d.POP3Addr = hostPort(opts.IP, ports[2])
 	d.POP3SAddr = hostPort(opts.IP, ports[3])
+	if opts.DoveadmPassword != "" {
+		d.DoveadmAddr = hostPort(opts.IP, ports[4])
+		d.DoveadmHTTPAddr = hostPort(opts.IP, ports[5])
+	}
+	if opts.LMTP {
+		d.LMTPAddr = hostPort(opts.IP, ports[6])
+	}
 	if err := d.AddUsers(opts.Users...); err != nil {
 		return nil, err
 	}
@@ -207,7 +236,7 @@ var dovecotConfTemplate = template.Must(template.New("dovecot.conf").Parse(`# Ge
 instance_name = {{.D.Name}}
 base_dir = {{.RunDir}}
 state_dir = {{.D.Dir}}/state
-protocols = imap pop3
+protocols = imap pop3{{if .D.Opts.LMTP}} lmtp{{end}}
 listen = {{.D.IP}}
 login_greeting = Dovecot {{.D.Name}} ready.
 
@@ -325,6 +354,32 @@ service anvil {
 service stats {
   client_limit = {{.AuthClients}}
 }
+{{- if .D.Opts.DoveadmPassword}}
+# The doveadm server: its TCP protocol for dsync between instances
+# ("doveadm backup -R -u USER tcp:IP:PORT" run on the other one) and its
+# HTTP API; both authenticate with doveadm_password.
+doveadm_password = <{{.D.Dir}}/doveadm.password
+doveadm_port = {{index .D.Ports 4}}
+service doveadm {
+  inet_listener {
+    address = {{.D.IP}}
+    port = {{index .D.Ports 4}}
+  }
+  inet_listener http {
+    address = {{.D.IP}}
+    port = {{index .D.Ports 5}}
+    ssl = no
+  }
+}
+{{- end}}
+{{- if .D.Opts.LMTP}}
+service lmtp {
+  inet_listener lmtp {
+    address = {{.D.IP}}
+    port = {{index .D.Ports 6}}
+  }
+}
+{{- end}}
 `))
 
 // renderConf writes dovecot.conf for base_dir runDir.
@@ -362,6 +417,13 @@ func (d *Dovecot) renderConf(runDir string) error {
 		b.WriteString("\n# ExtraConf\n")
 		b.WriteString(d.opts.ExtraConf)
 		b.WriteString("\n")
+	}
+	if d.opts.DoveadmPassword != "" {
+		// The password is read from a file of its own (root only), so
+		// that it is in no configuration file.
+		if err := os.WriteFile(filepath.Join(d.Dir, "doveadm.password"), []byte(d.opts.DoveadmPassword), 0o600); err != nil {
+			return fmt.Errorf("testbed: write doveadm password: %w", err)
+		}
 	}
 	if err := os.WriteFile(d.conf, []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("testbed: write dovecot.conf: %w", err)

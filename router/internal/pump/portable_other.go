@@ -74,3 +74,8 @@ func (p *Parker) Parked() int { return 0 }
 
 // FastPath reports false: this platform copies through buffers.
 const FastPath = false
+
+// SetListenerKeepAlive does nothing here: without Linux's inheritance of
+// the listener's setting, a socket opened elsewhere serves connections
+// without TCP keepalive.
+func SetListenerKeepAlive(syscall.RawConn) error { return nil }

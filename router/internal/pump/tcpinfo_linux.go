@@ -96,3 +96,8 @@ func listenControl(_, _ string, c syscall.RawConn) error {
 	}
 	return serr
 }
+
+// SetListenerKeepAlive turns TCP keepalive on for a listening socket
+// opened elsewhere (systemd's, a predecessor's), as ListenConfig does for
+// the ones opened here.
+func SetListenerKeepAlive(c syscall.RawConn) error { return listenControl("", "", c) }
