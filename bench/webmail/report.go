@@ -11,7 +11,7 @@ import (
 var baseline = map[string]string{"cache": "direct", "imapproxy": "direct", "cache-tls": "direct-tls"}
 
 // report prints the results as Markdown.
-func report(w io.Writer, modes []*mode, results []*scenarioResult) {
+func report(w io.Writer, modes []*mode, results []*scenarioResult, failures map[string][]string) {
 	by := make(map[string][]*scenarioResult)
 	reps := 0
 	for _, r := range results {
@@ -28,13 +28,14 @@ func report(w io.Writer, modes []*mode, results []*scenarioResult) {
 		}
 		var php, logins, cmds, sessions []float64
 		var totals []time.Duration
-		var hits, misses []time.Duration
+		var hits, misses, all []time.Duration
 		for _, r := range rs {
 			php = append(php, float64(r.PHPRequests))
 			logins = append(logins, float64(r.BackendLogins))
 			totals = append(totals, r.Total)
 			hits = append(hits, r.Hits...)
 			misses = append(misses, r.Misses...)
+			all = append(all, r.Unclassified...)
 			if r.Sessions != nil {
 				n, s := 0, 0
 				for _, x := range r.Sessions {
@@ -51,12 +52,21 @@ func report(w io.Writer, modes []*mode, results []*scenarioResult) {
 		if base, ok := baseline[m.name]; ok {
 			diff = pairedDiff(rs, by[base])
 		}
+		hitCol := latency(hits)
+		if len(all) > 0 {
+			hitCol = "all logins: " + latency(all)
+		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m.name,
 			medianOf(php), orDash(sessions), medianOf(logins), orDash(cmds),
-			ms(median(totals)), diff, latency(hits), latency(misses))
+			ms(median(totals)), diff, hitCol, latency(misses))
+	}
+	for _, m := range modes {
+		for _, f := range failures[m.name] {
+			fmt.Fprintf(w, "\nFailed scenario, %s: %s\n", m.name, f)
+		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Counts are medians per scenario (min–max when they vary). Paired difference: this mode's scenario time minus its baseline's in the same repetition (cache and imapproxy against direct, cache-tls against direct-tls), median over repetitions, and relative to the baseline's median. LOGIN latency: from the end of Roundcube's LOGIN/AUTHENTICATE line to the end of the tagged answer, seen at the counting relay; the -tls modes run without the relay.")
+	fmt.Fprintln(w, "Counts are medians per scenario (min–max when they vary). Paired difference: this mode's scenario time minus its baseline's in the same repetition (cache and imapproxy against direct, cache-tls against direct-tls), median over repetitions, and relative to the baseline's median. LOGIN latency: from the end of Roundcube's LOGIN/AUTHENTICATE line to the end of the tagged answer, seen at the counting relay; the -tls modes run without the relay. up-imapproxy gives the same answer on hits and misses, so its logins are shown together.")
 }
 
 // pairedDiff is the median of per-repetition differences a − b.

@@ -63,6 +63,7 @@ type scenarioResult struct {
 	BackendLogins int
 	Sessions      []*relaySession // nil without a relay
 	Hits, Misses  []time.Duration // LOGIN latency by cache outcome, where known
+	Unclassified  []time.Duration // LOGIN latency where hits cannot be told from misses
 }
 
 // runScenario logs in, opens messagesOpened messages in the preview pane,
