@@ -5,7 +5,7 @@ BIN := bin
 VERSION ?= $(shell ./scripts/version.sh)
 export VERSION
 
-.PHONY: all build deb setup test test-short test-race check portable fuzz fuzz-long tidy demo bench bench-move
+.PHONY: all build deb setup test test-short test-race check portable fuzz fuzz-long tidy demo bench bench-move bench-webmail
 
 all: build
 
@@ -94,3 +94,11 @@ bench: build
 # moving messages); prints one table row per run (docs/moving-a-mailbox.md).
 bench-move: setup
 	SWITCHBOARD_BENCH_MOVE=$${RUNS:-5} $(GO) test -count=1 -v -run '^TestBenchMove$$' -timeout 30m ./cmd/switchboard/ | grep -E '^\s+move_integration_test.go:[0-9]+: \||^(---|ok|FAIL|PASS)'
+
+# Roundcube in headless Chromium through the scenario, direct, through
+# Switchboard's webmail cache and through up-imapproxy (docs/performance.md,
+# "Webmail cache"). K=5 paired repetitions by default.
+K ?= 5
+bench-webmail: build
+	./scripts/setup.sh --webmail
+	$(GO) run ./bench/webmail -k $(K) -switchboard $(BIN)/switchboard -screenshot docs/webmail-inbox.png

@@ -5,12 +5,21 @@
 set -euo pipefail
 
 pkgs=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-ldap perdition
-      perdition-ldap python3 curl iproute2 make ca-certificates)
+      perdition-ldap python3 curl iproute2 make ca-certificates
+      roundcube-core roundcube-sqlite3 php-cli imapproxy)
+# roundcube-core, php-cli and imapproxy: internal/webmail's tests drive
+# Roundcube's own IMAP library through up-imapproxy and the webmail cache.
+# (roundcube-core's php dependency pulls in apache2; policy-rc.d below
+# keeps it from starting.)
 # `setup.sh --bench` adds what only the benchmark measures: nginx's mail
-# proxy; `setup.sh --deb` what checks the Debian package (make deb).
+# proxy; `setup.sh --deb` what checks the Debian package (make deb);
+# `setup.sh --webmail` what only `make bench-webmail` needs: Roundcube
+# under a private Apache, driven by headless Chromium.
 case "${1:-}" in
 --bench) pkgs+=(nginx libnginx-mod-mail) ;;
 --deb) pkgs+=(lintian) ;;
+--webmail) pkgs+=(apache2 libapache2-mod-php php-sqlite3 chromium chromium-driver
+	fonts-dejavu-core sqlite3) ;;
 esac
 # lock_held reports whether another process holds one of apt's locks
 # (fcntl locks, which /proc/locks lists by inode).
