@@ -25,6 +25,7 @@ import (
 
 	"switchboard/cluster"
 	"switchboard/gate"
+	"switchboard/internal/usertable"
 	"switchboard/ldapmap"
 	"switchboard/route"
 	"switchboard/router"
@@ -42,8 +43,8 @@ const (
 	maxBodyBytes = 4 << 10
 	// maxUserLen is the longest user name accepted, as package cluster.
 	maxUserLen = 255
-	// maxHoldTTL is the longest hold, as package cluster caps it.
-	maxHoldTTL = 24 * time.Hour
+	// maxHoldTTL is the longest hold, as every hold table caps it.
+	maxHoldTTL = usertable.MaxHoldTTL
 )
 
 // Router is what the listener reads of the session core; *router.Server
@@ -63,9 +64,9 @@ type Cluster interface {
 	Stats() cluster.Stats
 }
 
-// Control carries out the control requests; *cluster.Cluster implements
-// it for the whole cluster. A returned error wrapping
-// cluster.ErrNotDelivered means the request was accepted but not
+// Control carries out the control requests; *control.Control implements
+// it, for the whole cluster or for a node of its own. A returned error
+// wrapping cluster.ErrNotDelivered means the request was accepted but not
 // confirmed by every member directly (gossip carries it on).
 type Control interface {
 	// Invalidate drops user's cached route, and with kick closes user's
@@ -79,6 +80,9 @@ type Control interface {
 type Options struct {
 	// Addr is the "host:port" to listen on. Required.
 	Addr string
+	// Metrics, if set, are served on /metrics beside the listener's own
+	// (the webmail cache's, say).
+	Metrics prometheus.Gatherer
 	// Token, if set, is the bearer token every request but /healthz
 	// must carry.
 	Token string
@@ -145,7 +149,11 @@ func New(opts *Options) *Server {
 		&collector{s: s},
 	)
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
+	var g prometheus.Gatherer = s.reg
+	if s.opts.Metrics != nil {
+		g = prometheus.Gatherers{s.reg, s.opts.Metrics}
+	}
+	mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(g, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 	})))

@@ -8,8 +8,8 @@
 //	POST /v1/release      {"user": "alice@example.org"}
 //
 // The control endpoints act on the whole cluster through Control, which
-// *cluster.Cluster implements; a node of its own passes a local
-// implementation. With Options.Token set, every request but /healthz must
+// *control.Control implements, through the cluster or, on a node of its
+// own, on this node alone. With Options.Token set, every request but /healthz must
 // carry "Authorization: Bearer <token>" (RFC 6750), compared in constant
 // time; the token is never logged.
 //
@@ -24,4 +24,11 @@
 //	…
 //	a.SetDraining()    // SIGTERM: /healthz answers 503
 //	a.Shutdown(ctx)
+//
+// Client is the other end, as the switchboard command uses it:
+//
+//	c, err := admin.NewClient("127.0.0.1:8025", token)
+//	resp, err := c.Invalidate("alice@example.org", true) // resp.Warning: not confirmed everywhere
+//	st, err := c.Status()
+//	st.WriteText(os.Stdout)
 package admin

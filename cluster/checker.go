@@ -13,9 +13,17 @@ import (
 	"time"
 )
 
+// Defaults of NewChecker's interval and timeout, exported so that the
+// configuration fills in and checks the same values.
 const (
-	defaultCheckInterval = 5 * time.Second
-	defaultCheckTimeout  = 3 * time.Second
+	// DefaultCheckInterval: a dead backend is noticed in about two
+	// intervals (checkFall probes).
+	DefaultCheckInterval = time.Second
+	// DefaultCheckTimeout bounds one probe: connect and greeting.
+	DefaultCheckTimeout = time.Second
+)
+
+const (
 	// checkFall consecutive failed probes mark a backend down; one success
 	// marks it up again. The first probe's result counts at once.
 	checkFall = 2
@@ -47,8 +55,8 @@ type Checker struct {
 
 // NewChecker returns a Checker that, once Run, probes every backend of
 // backends() (name -> "host:port", called each round so configuration
-// reloads apply) every interval (default 5 s) with probe (default
-// ProbeGreeting), each probe bounded by timeout (default 3 s), and reports
+// reloads apply) every interval (default 1 s) with probe (default
+// ProbeGreeting), each probe bounded by timeout (default 1 s), and reports
 // to hs. A backend is reported down after 2 consecutive failures and up
 // after 1 success. Keep interval well below the cluster's HealthTTL.
 func NewChecker(hs HealthSetter, backends func() map[string]string, interval, timeout time.Duration, probe ProbeFunc) *Checker {
@@ -58,8 +66,8 @@ func NewChecker(hs HealthSetter, backends func() map[string]string, interval, ti
 	return &Checker{
 		hs:       hs,
 		backends: backends,
-		interval: durationOr(interval, defaultCheckInterval),
-		timeout:  durationOr(timeout, defaultCheckTimeout),
+		interval: durationOr(interval, DefaultCheckInterval),
+		timeout:  durationOr(timeout, DefaultCheckTimeout),
 		probe:    probe,
 		fails:    make(map[string]int),
 	}
@@ -181,7 +189,7 @@ var errBadGreeting = errors.New("cluster: unexpected greeting")
 func readGreeting(ctx context.Context, conn net.Conn) error {
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		deadline = time.Now().Add(defaultCheckTimeout)
+		deadline = time.Now().Add(DefaultCheckTimeout)
 	}
 	if err := conn.SetDeadline(deadline); err != nil {
 		return err

@@ -13,13 +13,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"switchboard/internal/usertable"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
-
-	"switchboard/internal/decay"
 )
 
 var (
@@ -54,7 +53,7 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	seen    deduper
-	holds   holdTable
+	holds   *usertable.Holds
 	events  []loggedEvent // recent invalidations, oldest first
 	tabs    tables
 	local   localState
@@ -103,14 +102,14 @@ func New(opts *Options) (*Cluster, error) {
 		syncc:     make(chan struct{}, 1),
 		directSem: make(chan struct{}, maxDirectInFlight),
 		donec:     make(chan struct{}),
-		local:     newLocalState(),
 	}
 	c.opts.Peers = slices.Clone(opts.Peers)
 	c.opts.Keys = slices.Clone(opts.Keys)
 	c.logger = c.opts.logger()
 	c.stateIv = c.opts.stateInterval()
 	c.tabs = tables{max: c.opts.maxEntries(), tau: c.opts.failureWindow()}
-	c.holds = holdTable{max: c.opts.maxEntries()}
+	c.holds = usertable.NewHolds(c.opts.maxEntries())
+	c.local = newLocalState(&usertable.Options{MaxEntries: c.opts.maxEntries(), FailureWindow: c.opts.failureWindow()})
 
 	name, err := c.opts.nodeName()
 	if err != nil {
@@ -241,25 +240,11 @@ func (c *Cluster) Hold(user string, held bool, ttl time.Duration) error {
 	if c.isClosed() {
 		return ErrClosed
 	}
-	switch {
-	case ttl <= 0:
-		ttl = defaultHoldTTL
-	case ttl > maxHoldTTL:
-		ttl = maxHoldTTL
-	}
-	now := time.Now()
 	c.mu.Lock()
-	if !held {
-		ttl = releaseMinTTL
-		if e := c.holds.m[user]; e != nil && e.expires.Sub(now) > ttl {
-			ttl = e.expires.Sub(now)
-		}
-	}
-	rec := holdRecord{User: user, Held: held, TTL: ttl, Lamport: c.holds.tick(), Writer: c.name}
-	applied, changed, nowHeld := c.holds.merge(&rec, now)
+	rec, applied, changed, nowHeld := c.holds.Set(user, held, ttl, c.name, time.Now())
 	c.mu.Unlock()
 	if !applied {
-		return fmt.Errorf("cluster: hold table full (%d entries)", c.holds.max)
+		return fmt.Errorf("cluster: hold table full (%d entries)", c.holds.Max())
 	}
 	if changed {
 		c.disp.push(handlerCall{op: opHold, user: user, held: nowHeld})
@@ -272,7 +257,7 @@ func (c *Cluster) Hold(user string, held bool, ttl time.Duration) error {
 func (c *Cluster) Held(user string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.holds.held(user, time.Now())
+	return c.holds.Held(user, time.Now())
 }
 
 // publish gossips m and sends it directly to every live member, waiting up
@@ -434,7 +419,7 @@ func (c *Cluster) apply(m *message, now time.Time, replay bool) bool {
 			calls = append(calls, handlerCall{op: opKick, user: m.User})
 		}
 	case kindHold:
-		if _, changed, held := c.holds.merge(&m.Hold, now); changed {
+		if _, changed, held := c.holds.Merge(&m.Hold, now); changed {
 			calls = append(calls, handlerCall{op: opHold, user: m.Hold.User, held: held})
 		}
 	case kindState:
@@ -569,31 +554,22 @@ func (c *Cluster) SessionDelta(user, proto string, delta int) {
 	if user == "" || delta == 0 {
 		return
 	}
-	k := sessKey{truncUser(user), truncProto(proto)}
+	k := sessKey{User: truncUser(user), Proto: truncProto(proto)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n, ok := c.local.sessions[k]
-	if !ok && len(c.local.sessions) >= c.tabs.max {
-		c.tabs.dropped++
-		return
+	if c.local.table.SessionDelta(k, delta) {
+		c.local.dirtySess[k] = struct{}{}
 	}
-	n = min(max(n+delta, 0), maxCount)
-	if n == 0 {
-		delete(c.local.sessions, k)
-	} else {
-		c.local.sessions[k] = n
-	}
-	c.local.dirtySess[k] = struct{}{}
 }
 
 // Sessions returns the approximate number of user's live sessions over
 // proto on all live nodes: this node's exact count plus each peer's count
 // as last gossiped (at most about StateInterval plus gossip time old).
 func (c *Cluster) Sessions(user, proto string) int {
-	k := sessKey{truncUser(user), truncProto(proto)}
+	k := sessKey{User: truncUser(user), Proto: truncProto(proto)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := c.local.sessions[k]
+	n := c.local.table.Sessions(k)
 	for name, p := range c.peers {
 		if c.aliveLocked(name) {
 			n += p.sessions[k].n
@@ -607,25 +583,14 @@ func (c *Cluster) Sessions(user, proto string) int {
 func (c *Cluster) LoginFailed(ip netip.Addr, user string) {
 	now := time.Now()
 	ip = ip.Unmap()
+	user = truncUser(user)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.local.table.LoginFailed(ip, user, now)
 	if ip.IsValid() {
-		d, ok := c.local.ipFails[ip]
-		if !ok && len(c.local.ipFails) >= c.tabs.max {
-			evictLowest(c.local.ipFails, func(v decay.Count) float64 { return v.Value(now, c.tabs.tau) })
-			c.tabs.dropped++
-		}
-		c.local.ipFails[ip] = d.Add(now, c.tabs.tau, 1)
 		c.local.dirtyIP[ip] = struct{}{}
 	}
 	if user != "" {
-		user = truncUser(user)
-		d, ok := c.local.userFails[user]
-		if !ok && len(c.local.userFails) >= c.tabs.max {
-			evictLowest(c.local.userFails, func(v decay.Count) float64 { return v.Value(now, c.tabs.tau) })
-			c.tabs.dropped++
-		}
-		c.local.userFails[user] = d.Add(now, c.tabs.tau, 1)
 		c.local.dirtyUser[user] = struct{}{}
 	}
 }
@@ -645,10 +610,10 @@ func (c *Cluster) FailureScore(ip netip.Addr, user string) (ipFails, userFails i
 	defer c.mu.Unlock()
 	var ipSum, userSum float64
 	if ip.IsValid() {
-		ipSum = c.local.ipFails[ip].Value(now, tau)
+		ipSum = c.local.table.IPScore(ip, now)
 	}
 	if user != "" {
-		userSum = c.local.userFails[user].Value(now, tau)
+		userSum = c.local.table.UserScore(user, now)
 	}
 	for _, p := range c.peers {
 		if ip.IsValid() {
@@ -762,7 +727,7 @@ func (c *Cluster) Stats() Stats {
 		}
 	}
 	c.mu.Lock()
-	s.EntriesDropped = c.tabs.dropped
+	s.EntriesDropped = c.tabs.dropped + c.local.table.Dropped()
 	c.mu.Unlock()
 	return s
 }
@@ -881,7 +846,7 @@ func (c *Cluster) flushState(now time.Time) {
 func (c *Cluster) expireHolds(now time.Time) {
 	var calls []handlerCall
 	c.mu.Lock()
-	c.holds.sweep(now, func(user string) {
+	c.holds.Sweep(now, func(user string) {
 		calls = append(calls, handlerCall{op: opHold, user: user, held: false})
 	})
 	c.mu.Unlock()
@@ -1104,7 +1069,7 @@ func (d *delegate) LocalState(join bool) []byte {
 func (c *Cluster) syncPayload() []byte {
 	now := time.Now()
 	c.mu.Lock()
-	p := &syncPayload{Holds: c.holds.records(now)}
+	p := &syncPayload{Holds: c.holds.Records(now)}
 	for _, e := range c.events {
 		m := *e.m
 		m.Age = now.Sub(e.at)
@@ -1141,7 +1106,7 @@ func (c *Cluster) mergeSync(b []byte) {
 	var calls []handlerCall
 	c.mu.Lock()
 	for i := range p.Holds {
-		if _, changed, held := c.holds.merge(&p.Holds[i], now); changed {
+		if _, changed, held := c.holds.Merge(&p.Holds[i], now); changed {
 			calls = append(calls, handlerCall{op: opHold, user: p.Holds[i].User, held: held})
 		}
 	}

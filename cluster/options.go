@@ -10,29 +10,33 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"switchboard/internal/usertable"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 )
 
-// Defaults. memberlist's DefaultLANConfig values are kept unless a comment
-// says why they were tightened.
+// Defaults for Options fields left zero, exported so that the
+// configuration fills in, documents and checks the values New uses.
+// memberlist's DefaultLANConfig values are kept unless a comment says why
+// they were tightened.
 const (
-	DefaultBindPort = 7946
-	DefaultLabel    = "switchboard"
+	DefaultBindAddr = "0.0.0.0"     // every address; set the VPN address
+	DefaultBindPort = 7946          // memberlist's customary port, TCP and UDP
+	DefaultLabel    = "switchboard" // keeps two clusters on one network apart
 
-	defaultGossipInterval    = 100 * time.Millisecond // LAN: 200 ms; halves the epidemic's hop time
-	defaultProbeInterval     = time.Second            // LAN
-	defaultProbeTimeout      = 500 * time.Millisecond // LAN; VPN round trips are well below
-	defaultSuspicionMult     = 4                      // LAN
-	defaultPushPullInterval  = 15 * time.Second       // LAN: 30 s; full state (limits, holds) converges faster
-	defaultTCPTimeout        = 5 * time.Second        // LAN: 10 s; bounds Shutdown and stuck direct sends
-	defaultUDPBufferSize     = 1300                   // LAN: 1400; fits WireGuard (MTU 1420) over IPv6 without fragments
-	defaultStateInterval     = 500 * time.Millisecond
-	defaultReconnectInterval = 10 * time.Second
-	defaultHealthTTL         = 30 * time.Second
-	defaultFailureWindow     = 15 * time.Minute
-	defaultMaxEntries        = 100_000
+	DefaultGossipInterval    = 100 * time.Millisecond         // LAN: 200 ms; halves the epidemic's hop time
+	DefaultProbeInterval     = time.Second                    // LAN
+	DefaultProbeTimeout      = 500 * time.Millisecond         // LAN; VPN round trips are well below
+	DefaultSuspicionMult     = 4                              // LAN
+	DefaultPushPullInterval  = 15 * time.Second               // LAN: 30 s; full state (limits, holds) converges faster
+	DefaultTCPTimeout        = 5 * time.Second                // LAN: 10 s; bounds Shutdown and stuck direct sends
+	DefaultUDPBufferSize     = 1300                           // LAN: 1400; fits WireGuard (MTU 1420) over IPv6 without fragments
+	DefaultStateInterval     = 500 * time.Millisecond         // health and count changes gossiped twice a second
+	DefaultReconnectInterval = 10 * time.Second               // failed members and missing seeds retried
+	DefaultHealthTTL         = 30 * time.Second               // a backend report not renewed for this long is dropped
+	DefaultFailureWindow     = usertable.DefaultFailureWindow // time constant of the login failure counts
+	DefaultMaxEntries        = usertable.DefaultMaxEntries    // per shared table, per node
 
 	// deliveryTimeout bounds how long Invalidate and Hold wait for their
 	// direct sends; the 1 s convergence promise.
@@ -45,12 +49,6 @@ const (
 	// kickReplayMaxAge: a replayed invalidation older than this drops the
 	// route but no longer closes sessions, which may be newer than the kick.
 	kickReplayMaxAge = time.Minute
-	// defaultHoldTTL applies when Hold is given no ttl; maxHoldTTL caps it.
-	defaultHoldTTL = 10 * time.Minute
-	maxHoldTTL     = 24 * time.Hour
-	// releaseMinTTL is how long a released hold is remembered at least, so
-	// that a late copy of the hold cannot bring it back.
-	releaseMinTTL = time.Minute
 	// maxQueuedBroadcasts bounds the gossip queue; oldest-sent go first.
 	maxQueuedBroadcasts = 4096
 	// urgentRetransmitMult multiplies memberlist's RetransmitMult for
@@ -202,7 +200,7 @@ func (o *Options) bindAddr() string {
 	if o.BindAddr != "" {
 		return o.BindAddr
 	}
-	return "0.0.0.0"
+	return DefaultBindAddr
 }
 
 func (o *Options) label() string {
@@ -220,16 +218,16 @@ func (o *Options) logger() *slog.Logger {
 }
 
 func (o *Options) stateInterval() time.Duration {
-	return durationOr(o.StateInterval, defaultStateInterval)
+	return durationOr(o.StateInterval, DefaultStateInterval)
 }
 func (o *Options) reconnectInterval() time.Duration {
-	return durationOr(o.ReconnectInterval, defaultReconnectInterval)
+	return durationOr(o.ReconnectInterval, DefaultReconnectInterval)
 }
-func (o *Options) healthTTL() time.Duration { return durationOr(o.HealthTTL, defaultHealthTTL) }
+func (o *Options) healthTTL() time.Duration { return durationOr(o.HealthTTL, DefaultHealthTTL) }
 func (o *Options) failureWindow() time.Duration {
-	return durationOr(o.FailureWindow, defaultFailureWindow)
+	return durationOr(o.FailureWindow, DefaultFailureWindow)
 }
-func (o *Options) maxEntries() int { return intOr(o.MaxEntries, defaultMaxEntries) }
+func (o *Options) maxEntries() int { return intOr(o.MaxEntries, DefaultMaxEntries) }
 
 // memberlistConfig builds the memberlist configuration; the delegates are
 // filled in by New.
@@ -247,13 +245,13 @@ func (o *Options) memberlistConfig(name string, logger *slog.Logger) (*memberlis
 		mc.AdvertiseAddr = mc.BindAddr
 	}
 	mc.Label = o.label()
-	mc.GossipInterval = durationOr(o.GossipInterval, defaultGossipInterval)
-	mc.ProbeInterval = durationOr(o.ProbeInterval, defaultProbeInterval)
-	mc.ProbeTimeout = durationOr(o.ProbeTimeout, defaultProbeTimeout)
-	mc.SuspicionMult = intOr(o.SuspicionMult, defaultSuspicionMult)
-	mc.PushPullInterval = durationOr(o.PushPullInterval, defaultPushPullInterval)
-	mc.TCPTimeout = durationOr(o.TCPTimeout, defaultTCPTimeout)
-	mc.UDPBufferSize = intOr(o.UDPBufferSize, defaultUDPBufferSize)
+	mc.GossipInterval = durationOr(o.GossipInterval, DefaultGossipInterval)
+	mc.ProbeInterval = durationOr(o.ProbeInterval, DefaultProbeInterval)
+	mc.ProbeTimeout = durationOr(o.ProbeTimeout, DefaultProbeTimeout)
+	mc.SuspicionMult = intOr(o.SuspicionMult, DefaultSuspicionMult)
+	mc.PushPullInterval = durationOr(o.PushPullInterval, DefaultPushPullInterval)
+	mc.TCPTimeout = durationOr(o.TCPTimeout, DefaultTCPTimeout)
+	mc.UDPBufferSize = intOr(o.UDPBufferSize, DefaultUDPBufferSize)
 	mc.LogOutput = nil
 	mc.Logger = newMemberlistLogger(logger)
 

@@ -1,11 +1,11 @@
 package cluster
 
 import (
-	"math"
 	"net/netip"
 	"time"
 
 	"switchboard/internal/decay"
+	"switchboard/internal/usertable"
 )
 
 // Each node is the only writer of its own state: backend health as its
@@ -27,22 +27,23 @@ import (
 // reordered older values.
 const zeroTTL = time.Minute
 
-// minScore is the decayed failure score below which an entry is dropped.
-const minScore = 0.05
+// minScore is the decayed failure score below which a peer's entry is
+// dropped; this node's own table forgets at the same score.
+const minScore = usertable.DefaultForgetBelow
 
-type sessKey struct{ user, proto string }
+type sessKey = usertable.SessionKey
 
 type localHealth struct {
 	up bool
 	at time.Time // last SetBackendHealth
 }
 
-// localState is this node's own state; the Cluster's mutex guards it.
+// localState is this node's own state: the counts every node keeps alike
+// (usertable), backend health, and what changed since the last gossip.
+// The Cluster's mutex guards it.
 type localState struct {
-	sessions  map[sessKey]int
-	ipFails   map[netip.Addr]decay.Count
-	userFails map[string]decay.Count
-	health    map[string]localHealth
+	table  *usertable.Table
+	health map[string]localHealth
 
 	dirtySess   map[sessKey]struct{}
 	dirtyIP     map[netip.Addr]struct{}
@@ -51,11 +52,9 @@ type localState struct {
 	lastHealth  time.Time // last time all health was sent
 }
 
-func newLocalState() localState {
+func newLocalState(opts *usertable.Options) localState {
 	return localState{
-		sessions:  make(map[sessKey]int),
-		ipFails:   make(map[netip.Addr]decay.Count),
-		userFails: make(map[string]decay.Count),
+		table:     usertable.New(opts),
 		health:    make(map[string]localHealth),
 		dirtySess: make(map[sessKey]struct{}),
 		dirtyIP:   make(map[netip.Addr]struct{}),
@@ -115,33 +114,10 @@ type tables struct {
 	dropped uint64
 }
 
-// evictLowest removes one of a few sampled entries with the lowest value.
-// Go's map iteration order is random, so this approximates evicting the
-// least important entry in O(1).
-func evictLowest[K comparable, V any](m map[K]V, value func(V) float64) {
-	const samples = 5
-	var (
-		victim K
-		low    = math.Inf(1)
-		n      int
-	)
-	for k, v := range m {
-		if x := value(v); x < low {
-			victim, low = k, x
-		}
-		if n++; n == samples {
-			break
-		}
-	}
-	if n > 0 {
-		delete(m, victim)
-	}
-}
-
 // putScore sets m[k] under the table limit, evicting a low entry if needed.
 func putScore[K comparable](t *tables, m map[K]remoteScore, k K, v remoteScore, now time.Time) {
 	if _, ok := m[k]; !ok && len(m) >= t.max {
-		evictLowest(m, func(s remoteScore) float64 { return s.Value(now, t.tau) })
+		usertable.EvictLowest(m, func(s remoteScore) float64 { return s.Value(now, t.tau) })
 		t.dropped++
 	}
 	m[k] = v
@@ -173,7 +149,7 @@ func (t *tables) applyState(p *peerState, s *stateRecord, seq uint64, now time.T
 		p.health[h.Backend] = remoteHealth{up: h.Up, ver: seq, at: now}
 	}
 	for _, r := range s.Sessions {
-		k := sessKey{r.User, r.Proto}
+		k := sessKey{User: r.User, Proto: r.Proto}
 		cur, ok := p.sessions[k]
 		if ok && cur.ver > seq {
 			continue
@@ -232,16 +208,7 @@ func (t *tables) sweepPeer(p *peerState, now time.Time, healthTTL time.Duration)
 
 // sweepLocal drops decayed local failure scores and stale health reports.
 func (t *tables) sweepLocal(l *localState, now time.Time, healthTTL time.Duration) {
-	for k, v := range l.ipFails {
-		if v.Value(now, t.tau) < minScore {
-			delete(l.ipFails, k)
-		}
-	}
-	for k, v := range l.userFails {
-		if v.Value(now, t.tau) < minScore {
-			delete(l.userFails, k)
-		}
-	}
+	l.table.Sweep(now)
 	for k, v := range l.health {
 		if now.Sub(v.at) > healthTTL {
 			delete(l.health, k)
@@ -306,15 +273,15 @@ func (t *tables) deltas(l *localState, origin string, now time.Time, refresh tim
 		l.lastHealth = now
 	}
 	for k := range l.dirtySess {
-		ch.session(sessionRecord{User: k.user, Proto: k.proto, Count: l.sessions[k]})
+		ch.session(sessionRecord{User: k.User, Proto: k.Proto, Count: l.table.Sessions(k)})
 	}
 	clear(l.dirtySess)
 	for ip := range l.dirtyIP {
-		ch.ipFail(ipFailRecord{IP: ip, Score: l.ipFails[ip].Value(now, t.tau)})
+		ch.ipFail(ipFailRecord{IP: ip, Score: l.table.IPScore(ip, now)})
 	}
 	clear(l.dirtyIP)
 	for u := range l.dirtyUser {
-		ch.userFail(userFailRecord{User: u, Score: l.userFails[u].Value(now, t.tau)})
+		ch.userFail(userFailRecord{User: u, Score: l.table.UserScore(u, now)})
 	}
 	clear(l.dirtyUser)
 	return ch.out
@@ -339,21 +306,21 @@ func (t *tables) snapshot(l *localState, now time.Time, budget int) *stateRecord
 			s.Health = append(s.Health, healthRecord{Backend: b, Up: h.up})
 		}
 	}
-	for k, n := range l.sessions {
-		if n > 0 && fits(len(k.user)+len(k.proto)+8) {
-			s.Sessions = append(s.Sessions, sessionRecord{User: k.user, Proto: k.proto, Count: n})
+	l.table.EachSession(func(k sessKey, n int) {
+		if fits(len(k.User) + len(k.Proto) + 8) {
+			s.Sessions = append(s.Sessions, sessionRecord{User: k.User, Proto: k.Proto, Count: n})
 		}
-	}
-	for ip, d := range l.ipFails {
-		if v := d.Value(now, t.tau); v >= minScore && fits(21) {
+	})
+	l.table.EachIPScore(now, func(ip netip.Addr, v float64) {
+		if fits(21) {
 			s.IPFails = append(s.IPFails, ipFailRecord{IP: ip, Score: v})
 		}
-	}
-	for u, d := range l.userFails {
-		if v := d.Value(now, t.tau); v >= minScore && fits(len(u)+6) {
+	})
+	l.table.EachUserScore(now, func(u string, v float64) {
+		if fits(len(u) + 6) {
 			s.UserFails = append(s.UserFails, userFailRecord{User: u, Score: v})
 		}
-	}
+	})
 	return s
 }
 

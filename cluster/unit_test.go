@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"switchboard/internal/decay"
+	"switchboard/internal/usertable"
 )
 
 func TestSeenWindow(t *testing.T) {
@@ -50,60 +51,11 @@ func TestSeenWindow(t *testing.T) {
 	}
 }
 
-func TestHoldTable(t *testing.T) {
-	now := time.Now()
-	ht := holdTable{max: 3}
-	rec := func(user string, held bool, ttl time.Duration, lamport uint64, writer string) *holdRecord {
-		return &holdRecord{User: user, Held: held, TTL: ttl, Lamport: lamport, Writer: writer}
-	}
-	type want struct{ applied, changed, held bool }
-	steps := []struct {
-		name string
-		r    *holdRecord
-		at   time.Duration
-		want want
-	}{
-		{"hold", rec("u", true, time.Minute, 5, "a"), 0, want{true, true, true}},
-		{"same again", rec("u", true, time.Minute, 5, "a"), 0, want{false, false, true}},
-		{"older release loses", rec("u", false, time.Minute, 4, "z"), 0, want{false, false, true}},
-		{"tie: higher writer wins", rec("u", false, time.Minute, 5, "b"), 0, want{true, true, false}},
-		{"stale hold after release loses", rec("u", true, time.Minute, 5, "a"), time.Second, want{false, false, false}},
-		{"newer hold wins", rec("u", true, 2*time.Second, 9, "a"), 2 * time.Second, want{true, true, true}},
-		{"expired hold: any record applies, the release is reported", rec("u", false, time.Minute, 1, "a"), 5 * time.Second, want{true, true, false}},
-		{"fill", rec("v", true, time.Minute, 20, "a"), 5 * time.Second, want{true, true, true}},
-		{"fill", rec("w", true, time.Minute, 21, "a"), 5 * time.Second, want{true, true, true}},
-		{"full", rec("x", true, time.Minute, 22, "a"), 5 * time.Second, want{false, false, false}},
-		{"room after the tombstone expires", rec("y", true, time.Minute, 23, "a"), 2 * time.Minute, want{true, true, true}},
-	}
-	for _, s := range steps {
-		a, c, h := ht.merge(s.r, now.Add(s.at))
-		if got := (want{a, c, h}); got != s.want {
-			t.Errorf("%s: got %+v, want %+v", s.name, got, s.want)
-		}
-	}
-	if ht.lamport != 23 {
-		t.Errorf("lamport = %d, want 23 (it follows every time seen)", ht.lamport)
-	}
-	// A release outlives the hold it replaces.
-	ht = holdTable{max: 10}
-	ht.merge(rec("t", true, time.Hour, 1, "a"), now)
-	ht.merge(rec("t", false, time.Minute, 2, "a"), now)
-	if e := ht.m["t"]; e.expires.Before(now.Add(59 * time.Minute)) {
-		t.Errorf("tombstone expires %v, before the hold would have", e.expires.Sub(now))
-	}
-	var released []string
-	ht.merge(rec("s", true, time.Second, 3, "a"), now)
-	ht.sweep(now.Add(2*time.Second), func(u string) { released = append(released, u) })
-	if fmt.Sprint(released) != "[s]" || ht.held("s", now) {
-		t.Errorf("sweep released %v", released)
-	}
-}
-
 func TestStateTables(t *testing.T) {
 	now := time.Now()
 	tb := tables{max: 2, tau: time.Minute}
 	p := newPeerState(1)
-	k := sessKey{"alice", "imap"}
+	k := sessKey{User: "alice", Proto: "imap"}
 	tb.applyState(p, &stateRecord{Sessions: []sessionRecord{{"alice", "imap", 3}}}, 10, now)
 	tb.applyState(p, &stateRecord{Sessions: []sessionRecord{{"alice", "imap", 1}}}, 9, now) // older
 	if p.sessions[k].n != 3 {
@@ -115,7 +67,7 @@ func TestStateTables(t *testing.T) {
 	if _, ok := p.sessions[k]; ok {
 		t.Error("snapshot kept alice")
 	}
-	if p.sessions[sessKey{"bob", "imap"}].n != 1 || p.sessions[sessKey{"carol", "pop3"}].n != 2 {
+	if p.sessions[sessKey{User: "bob", Proto: "imap"}].n != 1 || p.sessions[sessKey{User: "carol", Proto: "pop3"}].n != 2 {
 		t.Errorf("after snapshot: %+v", p.sessions)
 	}
 	// Deltas older than the snapshot are void.
@@ -125,7 +77,7 @@ func TestStateTables(t *testing.T) {
 	}
 	// Table full: new keys are refused.
 	tb.applyState(p, &stateRecord{Sessions: []sessionRecord{{"dave", "imap", 1}}}, 13, now)
-	if _, ok := p.sessions[sessKey{"dave", "imap"}]; ok || tb.dropped != 1 {
+	if _, ok := p.sessions[sessKey{User: "dave", Proto: "imap"}]; ok || tb.dropped != 1 {
 		t.Errorf("table over its limit: %+v, dropped %d", p.sessions, tb.dropped)
 	}
 	// Failure scores: full tables evict a low entry instead.
@@ -146,11 +98,11 @@ func TestStateTables(t *testing.T) {
 }
 
 func TestChunker(t *testing.T) {
-	l := newLocalState()
+	l := newLocalState(&usertable.Options{FailureWindow: time.Minute})
 	tb := tables{max: 100000, tau: time.Minute}
 	for i := range 500 {
-		k := sessKey{fmt.Sprintf("user%03d@example.org", i), "imap"}
-		l.sessions[k] = 1
+		k := sessKey{User: fmt.Sprintf("user%03d@example.org", i), Proto: "imap"}
+		l.table.SessionDelta(k, 1)
 		l.dirtySess[k] = struct{}{}
 	}
 	recs := tb.deltas(&l, "node-with-a-name", time.Now(), time.Minute, maxBroadcast)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"switchboard/internal/usertable"
 	"time"
 )
 
@@ -45,11 +46,11 @@ const (
 
 // Limits on what a message may carry.
 const (
-	maxNameLen    = 128     // node and backend names
-	maxUserLen    = 255     // user names (longer counter keys are truncated)
-	maxProtoLen   = 16      // "imap", "pop3"
-	maxCount      = 1 << 24 // a session count
-	maxScore      = 1e9     // a failure score
+	maxNameLen    = 128                   // node and backend names
+	maxUserLen    = 255                   // user names (longer counter keys are truncated)
+	maxProtoLen   = 16                    // "imap", "pop3"
+	maxCount      = usertable.MaxSessions // a session count
+	maxScore      = 1e9                   // a failure score
 	maxTTLMillis  = uint64(7 * 24 * time.Hour / time.Millisecond)
 	maxAgeMillis  = uint64(24 * time.Hour / time.Millisecond)
 	maxMsgBytes   = 64 << 10 // any single gossip or direct message
@@ -63,14 +64,10 @@ var kindNames = [numKinds]string{"unknown", "invalidate", "hold", "state", "leav
 
 var errGarbled = errors.New("cluster: garbled message")
 
-// holdRecord is one user's hold state; see holds.go for the merge rule.
-type holdRecord struct {
-	User    string
-	Held    bool
-	TTL     time.Duration // remaining lifetime at encoding time
-	Lamport uint64
-	Writer  string // node that set it; tie-breaker for equal Lamport times
-}
+// holdRecord is one user's hold state: TTL is its remaining lifetime at
+// encoding time, Writer the node that set it (the tie-breaker for equal
+// Lamport times). usertable.Holds has the merge rule.
+type holdRecord = usertable.HoldRecord
 
 type healthRecord struct {
 	Backend string

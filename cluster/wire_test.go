@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"strings"
+	"switchboard/internal/usertable"
 	"testing"
 	"time"
 )
@@ -89,7 +90,7 @@ func TestLargestEventFitsGossip(t *testing.T) {
 	user := strings.Repeat("u", maxUserLen)
 	for _, m := range []*message{
 		{Kind: kindInvalidate, Origin: name, Boot: math.MaxUint64, Seq: math.MaxUint64, User: user, Kick: true, Age: time.Duration(maxAgeMillis) * time.Millisecond},
-		{Kind: kindHold, Origin: name, Boot: math.MaxUint64, Seq: math.MaxUint64, Hold: holdRecord{User: user, Held: true, TTL: maxHoldTTL, Lamport: math.MaxUint64, Writer: name}},
+		{Kind: kindHold, Origin: name, Boot: math.MaxUint64, Seq: math.MaxUint64, Hold: holdRecord{User: user, Held: true, TTL: usertable.MaxHoldTTL, Lamport: math.MaxUint64, Writer: name}},
 	} {
 		if n := len(encodeMessage(m)); n > minBroadcast {
 			t.Errorf("largest %s is %d bytes, over %d", kindNames[m.Kind], n, minBroadcast)

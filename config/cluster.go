@@ -6,11 +6,14 @@ import (
 	"encoding/base64"
 	"net/netip"
 	"strings"
+
+	"switchboard/cluster"
+	"switchboard/internal/secret"
 )
 
-// DefaultClusterPort is the default cluster.bind_port, memberlist's
-// customary port (TCP and UDP).
-const DefaultClusterPort = 7946
+// DefaultClusterPort is the default cluster.bind_port and the port of
+// peers written without one: cluster.DefaultBindPort.
+const DefaultClusterPort = cluster.DefaultBindPort
 
 // Limits the admin token and the cluster settings are held to.
 const (
@@ -60,7 +63,7 @@ type Cluster struct {
 	// one used to encrypt. Required unless AllowInsecure.
 	KeyringFile string `toml:"keyring_file"`
 	// Keys are the decoded keys of KeyringFile. Not a key.
-	Keys []Secret `toml:"-"`
+	Keys []secret.String `toml:"-"`
 	// AllowInsecure permits plaintext gossip without a keyring.
 	AllowInsecure bool `toml:"allow_insecure"`
 	// Label is the memberlist cluster label.
@@ -96,7 +99,7 @@ type Admin struct {
 	TokenFile string `toml:"token_file"`
 	// Token is the content of TokenFile, trailing newline trimmed. Not a
 	// key.
-	Token Secret `toml:"-"`
+	Token secret.String `toml:"-"`
 }
 
 // validate checks [limits].
@@ -180,7 +183,7 @@ func (cl *Cluster) validate(c *checker, _ *Config) {
 // readKeyring reads a keyring file: one base64 key of 16, 24 or 32 bytes
 // per line, blank lines and '#' comments ignored. Errors name the line,
 // never its content.
-func readKeyring(c *checker, key, path string) []Secret {
+func readKeyring(c *checker, key, path string) []secret.String {
 	data, err := readFile(path)
 	if err != nil {
 		c.errorf(key, "%v", err)
@@ -190,7 +193,7 @@ func readKeyring(c *checker, key, path string) []Secret {
 		c.errorf(key, "%s is larger than %d bytes", path, maxKeyringBytes)
 		return nil
 	}
-	var keys []Secret
+	var keys []secret.String
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		s := strings.TrimSpace(sc.Text())
@@ -214,7 +217,7 @@ func readKeyring(c *checker, key, path string) []Secret {
 				return nil
 			}
 		}
-		keys = append(keys, Secret(k))
+		keys = append(keys, secret.String(k))
 	}
 	if err := sc.Err(); err != nil {
 		c.errorf(key, "%s: %v", path, err)
@@ -236,7 +239,7 @@ func (a *Admin) validate(c *checker, _ *Config) {
 	} else if host != "" && checkHost(host) != nil {
 		c.errorf("admin.address", "%v", checkHost(host))
 	} else {
-		loopback = isLoopback(strings.Trim(host, "[]"))
+		loopback = secret.Local(host)
 		if !loopback && a.TokenFile == "" {
 			c.errorAt("admin.address", "admin.token_file", "required: %q is not a loopback address, so the control endpoints need a token", a.Address)
 		}
@@ -258,7 +261,7 @@ func (a *Admin) validate(c *checker, _ *Config) {
 	case !validToken(tok):
 		c.errorf("admin.token_file", "the token in %s has characters a bearer token cannot carry (use letters, digits, - . _ ~ + / and trailing =)", a.TokenFile)
 	default:
-		a.Token = Secret(tok)
+		a.Token = secret.String(tok)
 	}
 }
 

@@ -5,6 +5,14 @@ import (
 	"os"
 	"sort"
 	"time"
+
+	"switchboard/cluster"
+	"switchboard/conncache"
+	"switchboard/gate"
+	"switchboard/internal/secret"
+	"switchboard/ldapmap"
+	"switchboard/route"
+	"switchboard/router"
 )
 
 // Listener TLS modes, the values of listen[].tls.
@@ -76,6 +84,9 @@ type Config struct {
 	// Admin is the HTTP listener for metrics, status and control; nil
 	// without an [admin] table (no listener).
 	Admin *Admin `toml:"admin"`
+	// Cache bounds the webmail connection cache of listeners with
+	// cache = true.
+	Cache Cache `toml:"cache"`
 
 	// File is the path the configuration was loaded from. Relative paths
 	// in it were resolved against its directory. Not a key.
@@ -138,6 +149,26 @@ type Listener struct {
 	// ProxyFrom are the networks (CIDR) allowed to send that header;
 	// connections from elsewhere are refused. See ProxyNets.
 	ProxyFrom []string `toml:"proxy_from"`
+	// Cache puts the webmail connection cache ([cache]) on this IMAP
+	// listener.
+	Cache bool `toml:"cache"`
+	// CacheAnyAddress allows Cache on an address that is not loopback.
+	CacheAnyAddress bool `toml:"cache_any_address"`
+}
+
+// Cache is the [cache] table: the webmail connection cache's bounds
+// (conncache.Options).
+type Cache struct {
+	// PerUser bounds the connections parked for one account.
+	PerUser int `toml:"per_user"`
+	// Total bounds the connections parked on this node.
+	Total int `toml:"total"`
+	// IdleTimeout closes a connection parked this long unused.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxAge closes a connection this long after its backend login,
+	// however often reused: a changed password stops working through the
+	// cache by then at the latest.
+	MaxAge Duration `toml:"max_age"`
 }
 
 // Backend is the [backend] table.
@@ -189,7 +220,7 @@ type LDAP struct {
 	BindPasswordFile string `toml:"bind_password_file"`
 	// BindPassword is the content of BindPasswordFile, its trailing
 	// newline trimmed. Not a key.
-	BindPassword Secret `toml:"-"`
+	BindPassword secret.String `toml:"-"`
 	// BaseDN is where searches start.
 	BaseDN string `toml:"base_dn"`
 	// Filter is the search filter template: %s the login, %u its local
@@ -203,6 +234,15 @@ type LDAP struct {
 	DialTimeout Duration `toml:"dial_timeout"`
 	// Timeout bounds one search.
 	Timeout Duration `toml:"timeout"`
+	// Watch follows the directory's changes (RFC 4533 content sync, or
+	// a poll of modifyTimestamp where the directory offers none) and
+	// drops or kicks what a change makes stale, on this node.
+	Watch bool `toml:"watch"`
+	// WatchPollInterval is the poll fallback's period.
+	WatchPollInterval Duration `toml:"watch_poll_interval"`
+	// WatchListInterval is how often the poll fallback lists every
+	// entry's DN to see deletions.
+	WatchListInterval Duration `toml:"watch_list_interval"`
 }
 
 // Hosts is the [hosts] table: host attribute value -> addresses.
@@ -273,6 +313,13 @@ func (h *HostEntry) UnmarshalTOML(v any) error {
 // the file over it. Tables that are absent from the file (tls, ldap,
 // cluster, admin) are set to nil by Load; their defaults here apply when
 // they are present.
+//
+// A value that a package also applies to a zero Options field is that
+// package's exported Default… constant, never a copy, so that `switchboard
+// check`, the server and the package agree (TestDefaultsArePackages). The
+// values set here alone are this file's policy: names, logging, trusted
+// networks, the drain, serving stale answers, the session limits and the
+// admin address.
 func Default() *Config {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
@@ -284,74 +331,83 @@ func Default() *Config {
 		LogFormat:        "text",                             // slog's key=value lines; json for collectors
 		LogFlushInterval: D(100 * time.Millisecond),          // session lines written in batches; warnings at once
 		TrustedNetworks:  []string{"127.0.0.0/8", "::1/128"}, // loopback may log in without TLS
-		PreauthTimeout:   D(60 * time.Second),                // idle limit before login
-		IdleTimeout:      D(31 * time.Minute),                // RFC 9051 5.4 asks >= 30m; 1m of slack for IDLE refreshes
-		AuthFailDelay:    D(1 * time.Second),                 // slows password guessing without hurting typos
-		MaxPreauthErrors: 3,                                  // bad commands before "* BYE"
+		PreauthTimeout:   D(router.DefaultPreauthTimeout),    // idle limit before login
+		IdleTimeout:      D(router.DefaultIdleTimeout),       // RFC 9051 5.4 asks >= 30m; 1m of slack for IDLE refreshes
+		AuthFailDelay:    D(router.DefaultAuthFailDelay),     // Dovecot's own default, which the backends hand over to us
+		MaxPreauthErrors: router.DefaultMaxPreauthErrors,     // bad commands before "* BYE"
 		DrainGrace:       D(30 * time.Second),                // SIGTERM: sessions end by themselves or get a BYE after this
 		TLS:              &TLS{},                             // no default certificate: cert and key are required
 		Listen:           nil,                                // no default listener: at least one is required
 		Backend: Backend{
-			TLS:          false,               // backends on a trusted network, plaintext
-			CAFile:       "",                  // system roots, when tls = true
-			ServerName:   "",                  // the host part of the address dialled
-			DialTimeout:  D(3 * time.Second),  // TCP connect and TLS handshake
-			LoginTimeout: D(15 * time.Second), // greeting, ID and login round trips
-			IMAPPort:     143,                 // RFC 9051
-			POP3Port:     110,                 // RFC 1939
+			TLS:          false,                         // backends on a trusted network, plaintext
+			CAFile:       "",                            // system roots, when tls = true
+			ServerName:   "",                            // the host part of the address dialled
+			DialTimeout:  D(router.DefaultDialTimeout),  // TCP connect and TLS handshake
+			LoginTimeout: D(router.DefaultLoginTimeout), // greeting, ID and login round trips
+			IMAPPort:     route.PortIMAP,                // 143; 993 with tls = true (see Backend.validate)
+			POP3Port:     route.PortPOP3,                // 110; 995 with tls = true
 		},
 		Hosts: Hosts{}, // no rewriting: host values are dialled as names
 		Map: Map{
-			Type:        MapLDAP,             // the directory is the source of truth
-			File:        "",                  // only for type = "file"
-			CacheTTL:    D(5 * time.Minute),  // a moved mailbox is seen within 5m (or at once after an invalidation)
-			NegativeTTL: D(30 * time.Second), // bad logins do not reach LDAP more than twice a minute each
-			ServeStale:  true,                // logins keep working while LDAP is down
+			Type:        MapLDAP,                       // the directory is the source of truth
+			File:        "",                            // only for type = "file"
+			CacheTTL:    D(ldapmap.DefaultCacheTTL),    // a moved mailbox is seen within 5m (or at once after an invalidation)
+			NegativeTTL: D(ldapmap.DefaultNegativeTTL), // bad logins do not reach LDAP more than twice a minute each
+			ServeStale:  true,                          // logins keep working while LDAP is down
 		},
 		LDAP: &LDAP{
-			URIs:             nil,                           // required
-			StartTLS:         false,                         // use ldaps:// URIs instead
-			CAFile:           "",                            // system roots
-			BindDN:           "",                            // anonymous searches
-			BindPasswordFile: "",                            // required with bind_dn
-			BaseDN:           "",                            // required
-			Filter:           "(&(mail=%s)(status=active))", // the login is the mail address of an active entry
-			Attribute:        "host",                        // values are host names, primary first
-			PoolSize:         4,                             // connections per proxy; go-ldap multiplexes on each
-			DialTimeout:      D(2 * time.Second),            // connect, TLS and bind
-			Timeout:          D(3 * time.Second),            // one search
+			URIs:              nil,                            // required
+			StartTLS:          false,                          // use ldaps:// URIs instead
+			CAFile:            "",                             // system roots
+			BindDN:            "",                             // anonymous searches
+			BindPasswordFile:  "",                             // required with bind_dn
+			BaseDN:            "",                             // required
+			Filter:            ldapmap.DefaultFilter,          // the login is the mail address of an active entry
+			Attribute:         ldapmap.DefaultAttribute,       // values are host names, primary first
+			PoolSize:          ldapmap.DefaultPoolSize,        // connections per proxy; go-ldap multiplexes on each
+			DialTimeout:       D(ldapmap.DefaultDialTimeout),  // connect, TLS and bind
+			Timeout:           D(ldapmap.DefaultTimeout),      // one search
+			Watch:             true,                           // every node follows the directory's changes
+			WatchPollInterval: D(ldapmap.DefaultPollInterval), // without a change feed, changes seen within 10s
+			WatchListInterval: D(ldapmap.DefaultListInterval), // and deletions within a minute
+		},
+		Cache: Cache{
+			PerUser:     conncache.DefaultPerUser,        // Roundcube's mail page opens two connections at once
+			Total:       conncache.DefaultTotal,          // Dovecot processes held open on the backends
+			IdleTimeout: D(conncache.DefaultIdleTimeout), // up-imapproxy's 300 s
+			MaxAge:      D(conncache.DefaultMaxAge),      // a changed password is refused by then at the latest
 		},
 		Limits: Limits{
-			IMAPSessionsPerUser:  50,                  // a few devices with a dozen folder connections each
-			POP3SessionsPerUser:  10,                  // POP3 clients hold one connection while they fetch
-			FailuresBeforeDelay:  5,                   // typos are free; then logins slow down
-			FailuresBeforeRefuse: 20,                  // then refused until the count decays
-			FailureWindow:        D(15 * time.Minute), // time constant of the failure counts
-			FailureDelay:         D(2 * time.Second),  // the first delay, doubled per further failure
+			IMAPSessionsPerUser:  50,                              // a few devices with a dozen folder connections each
+			POP3SessionsPerUser:  10,                              // POP3 clients hold one connection while they fetch
+			FailuresBeforeDelay:  5,                               // typos are free; then logins slow down
+			FailuresBeforeRefuse: 20,                              // then refused until the count decays
+			FailureWindow:        D(cluster.DefaultFailureWindow), // time constant of the failure counts
+			FailureDelay:         D(gate.DefaultFailureDelay),     // the first delay, doubled per further failure
 		},
 		Cluster: &Cluster{
-			NodeName:          host,                      // the machine's name; unique in the cluster
-			BindAddr:          "0.0.0.0",                 // all addresses; set the VPN address
-			BindPort:          DefaultClusterPort,        // memberlist's customary port, TCP and UDP
-			AdvertiseAddr:     "",                        // bind_addr if specific, else the first private address
-			AdvertisePort:     0,                         // bind_port
-			Peers:             nil,                       // none: a cluster of one until others join
-			KeyringFile:       "",                        // required unless allow_insecure
-			AllowInsecure:     false,                     // gossip is encrypted and authenticated
-			Label:             "switchboard",             // keeps two clusters on one network apart
-			GossipInterval:    D(100 * time.Millisecond), // memberlist LAN: 200ms; halves the time per hop
-			ProbeInterval:     D(time.Second),            // memberlist LAN
-			ProbeTimeout:      D(500 * time.Millisecond), // memberlist LAN; VPN round trips are well below
-			SuspicionMult:     4,                         // memberlist LAN
-			PushPullInterval:  D(15 * time.Second),       // memberlist LAN: 30s; full state converges faster
-			TCPTimeout:        D(5 * time.Second),        // memberlist LAN: 10s; bounds joins, state exchanges, direct sends
-			UDPBufferSize:     1300,                      // fits WireGuard (MTU 1420) over IPv6 without fragments
-			StateInterval:     D(500 * time.Millisecond), // health and count changes gossiped twice a second
-			ReconnectInterval: D(10 * time.Second),       // failed members and missing seeds retried
-			MaxEntries:        100_000,                   // per shared table, per node
-			HealthTTL:         D(30 * time.Second),       // a backend report not renewed for this long is dropped
-			CheckInterval:     D(time.Second),            // backend probes: a dead backend is noticed in about 2s
-			CheckTimeout:      D(time.Second),            // one probe: connect and greeting
+			NodeName:          host,                                // the machine's name; unique in the cluster
+			BindAddr:          cluster.DefaultBindAddr,             // all addresses; set the VPN address
+			BindPort:          cluster.DefaultBindPort,             // memberlist's customary port, TCP and UDP
+			AdvertiseAddr:     "",                                  // bind_addr if specific, else the first private address
+			AdvertisePort:     0,                                   // bind_port
+			Peers:             nil,                                 // none: a cluster of one until others join
+			KeyringFile:       "",                                  // required unless allow_insecure
+			AllowInsecure:     false,                               // gossip is encrypted and authenticated
+			Label:             cluster.DefaultLabel,                // keeps two clusters on one network apart
+			GossipInterval:    D(cluster.DefaultGossipInterval),    // memberlist LAN: 200ms; halves the time per hop
+			ProbeInterval:     D(cluster.DefaultProbeInterval),     // memberlist LAN
+			ProbeTimeout:      D(cluster.DefaultProbeTimeout),      // memberlist LAN; VPN round trips are well below
+			SuspicionMult:     cluster.DefaultSuspicionMult,        // memberlist LAN
+			PushPullInterval:  D(cluster.DefaultPushPullInterval),  // memberlist LAN: 30s; full state converges faster
+			TCPTimeout:        D(cluster.DefaultTCPTimeout),        // memberlist LAN: 10s; bounds joins, state exchanges, direct sends
+			UDPBufferSize:     cluster.DefaultUDPBufferSize,        // fits WireGuard (MTU 1420) over IPv6 without fragments
+			StateInterval:     D(cluster.DefaultStateInterval),     // health and count changes gossiped twice a second
+			ReconnectInterval: D(cluster.DefaultReconnectInterval), // failed members and missing seeds retried
+			MaxEntries:        cluster.DefaultMaxEntries,           // per shared table, per node
+			HealthTTL:         D(cluster.DefaultHealthTTL),         // a backend report not renewed for this long is dropped
+			CheckInterval:     D(cluster.DefaultCheckInterval),     // backend probes: a dead backend is noticed in about 2s
+			CheckTimeout:      D(cluster.DefaultCheckTimeout),      // one probe: connect and greeting
 		},
 		Admin: &Admin{
 			Address:   "127.0.0.1:8025", // loopback: no token needed

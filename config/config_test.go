@@ -237,7 +237,7 @@ file = "users.map"
 		t.Errorf("hostname = %q", cfg.Hostname)
 	}
 	if cfg.PreauthTimeout.Duration != 60*time.Second || cfg.IdleTimeout.Duration != 31*time.Minute ||
-		cfg.AuthFailDelay.Duration != time.Second || cfg.MaxPreauthErrors != 3 {
+		cfg.AuthFailDelay.Duration != 2*time.Second || cfg.MaxPreauthErrors != 3 {
 		t.Errorf("timeouts: %v %v %v %d", cfg.PreauthTimeout, cfg.IdleTimeout, cfg.AuthFailDelay, cfg.MaxPreauthErrors)
 	}
 	if got := cfg.TrustedNets(); len(got) != 2 {

@@ -19,13 +19,19 @@
 // know are errors, so a misspelt key cannot be silently ignored. Syntax
 // errors keep the TOML library's line and column.
 //
-// Defaults live in Default, one comment per value; docs/configuration.md
-// documents every key, and a test checks that it names each one the
-// structs accept. Durations are strings with a unit ("30s", "31m").
-// Secrets are never in the file itself: a *_file key names a file whose
-// content is read into a Secret, which prints as "***".
+// Defaults live in Default, one comment per value. A default that a
+// package also applies to a zero Options field is that package's exported
+// constant (router.DefaultAuthFailDelay, ldapmap.DefaultFilter,
+// cluster.DefaultProbeInterval, ...), never a copy, so that `switchboard
+// check` and the server read the same value. docs/configuration.md
+// documents every key and its default; tests check both against the
+// structs. Durations are strings with a unit ("30s", "31m"). Secrets are
+// never in the file itself: a *_file key names a file whose content is
+// read into a secret.String, which prints as "***".
 //
 // Each package of Switchboard has its own Options; the command maps this
-// configuration onto them, so this package imports none of them (only the
-// shared route vocabulary).
+// configuration onto them. This package builds none of them, but checks
+// with the packages' own exported checks (ldapmap.CheckURI, CheckFilter,
+// ValidAttribute; secret.Local for what counts as this machine), so a file
+// that passes here is not refused later for a reason stated differently.
 package config

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"fmt"
-	"log/slog"
 	"time"
 )
 
@@ -31,28 +29,3 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText writes d the way UnmarshalText reads it.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
-
-// redacted is what a Secret prints as, whatever the verb.
-const redacted = "***"
-
-// Secret is a credential read from a file named in the configuration
-// (a "*_file" key). It prints as "***" through fmt (every verb, %#v
-// included), log/slog and encoders that use encoding.TextMarshaler, so a
-// dump of the configuration cannot leak it. Convert it with string() only
-// where it is used.
-type Secret string
-
-// String returns "***".
-func (Secret) String() string { return redacted }
-
-// GoString returns "***".
-func (Secret) GoString() string { return redacted }
-
-// Format writes "***" for every verb.
-func (Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
-
-// LogValue returns "***", so slog never sees the value.
-func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-// MarshalText returns "***", so JSON or TOML encoders never write the value.
-func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }

@@ -18,6 +18,9 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"switchboard/conncache"
+	"switchboard/internal/secret"
+	"switchboard/ldapmap"
 	"switchboard/route"
 )
 
@@ -224,7 +227,38 @@ func (ls *Listeners) validate(c *checker, cfg *Config) {
 				c.errorf(index(key("proxy_from"), j), "%v", err)
 			}
 		}
+		l.validateCache(c, key)
 	}
+}
+
+// validateCache checks a cached listener: IMAP only, and on loopback
+// (the webmail on this node) unless cache_any_address says otherwise.
+func (l *Listener) validateCache(c *checker, key func(string) string) {
+	if !l.Cache {
+		if l.CacheAnyAddress {
+			c.errorf(key("cache_any_address"), "set, but cache is false")
+		}
+		return
+	}
+	if l.Protocol == route.POP3 {
+		c.errorf(key("cache"), "only IMAP listeners can be cached")
+	}
+	if host, _, err := splitPort(l.Address); err == nil && !secret.Local(host) && !l.CacheAnyAddress {
+		c.errorf(key("cache"), "%q is not a loopback address: parked logins are for the webmail on this node; set cache_any_address = true to offer them elsewhere", l.Address)
+	}
+}
+
+// validate checks [cache] through the cache's own check.
+func (ca *Cache) validate(c *checker, _ *Config) {
+	o := ca.Options()
+	for _, err := range o.Check() {
+		c.errorf("cache", "%v", err)
+	}
+}
+
+// Options returns the cache's options.
+func (ca *Cache) Options() conncache.Options {
+	return conncache.Options{PerUser: ca.PerUser, Total: ca.Total, IdleTimeout: ca.IdleTimeout.Duration, MaxAge: ca.MaxAge.Duration}
 }
 
 // validate checks [backend]. With tls = true, ports not written in the
@@ -233,10 +267,10 @@ func (ls *Listeners) validate(c *checker, cfg *Config) {
 func (b *Backend) validate(c *checker, cfg *Config) {
 	if b.TLS && cfg.keys != nil {
 		if !cfg.keys.has("backend.imap_port") {
-			b.IMAPPort = 993
+			b.IMAPPort = route.PortIMAPS
 		}
 		if !cfg.keys.has("backend.pop3_port") {
-			b.POP3Port = 995
+			b.POP3Port = route.PortPOP3S
 		}
 	}
 	if !b.TLS {
@@ -334,10 +368,6 @@ func (m *Map) validate(c *checker, cfg *Config) {
 	}
 }
 
-// sampleLogin is the login a filter template is expanded with, to check
-// that the result compiles.
-const sampleLogin = "sample.user@example.org"
-
 // validate checks [ldap] and reads the bind password.
 func (l *LDAP) validate(c *checker, _ *Config) {
 	if len(l.URIs) == 0 {
@@ -345,31 +375,15 @@ func (l *LDAP) validate(c *checker, _ *Config) {
 	}
 	for i, raw := range l.URIs {
 		k := index("ldap.uris", i)
-		u, err := url.Parse(raw)
-		if err != nil {
-			c.errorf(k, "%q: %v", raw, errors.Unwrap(err))
+		if err := ldapmap.CheckURI(raw); err != nil {
+			c.errorf(k, "%v", err)
 			continue
 		}
-		switch {
-		case u.Scheme != "ldap" && u.Scheme != "ldaps":
-			c.errorf(k, "%q: scheme must be ldap or ldaps", raw)
-			continue
-		case u.Hostname() == "":
-			c.errorf(k, "%q: no host", raw)
-			continue
-		case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
-			c.errorf(k, "%q: only scheme, host and port are allowed; base_dn, filter and attribute are keys of their own", raw)
-			continue
-		}
-		if p := u.Port(); p != "" {
-			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				c.errorf(k, "%q: port must be 1-65535", raw)
-			}
-		}
+		u, _ := url.Parse(raw) // CheckURI parsed it
 		if u.Scheme == "ldaps" && l.StartTLS {
 			c.errorf(k, "%q: start_tls with ldaps:// (already TLS)", raw)
 		}
-		if u.Scheme == "ldap" && !l.StartTLS && !isLoopback(u.Hostname()) {
+		if u.Scheme == "ldap" && !l.StartTLS && !secret.Local(u.Hostname()) {
 			c.errorf(k, "%q: plaintext LDAP to a remote host would send the bind password and the logins in clear; use ldaps:// or start_tls = true", raw)
 		}
 	}
@@ -398,7 +412,7 @@ func (l *LDAP) validate(c *checker, _ *Config) {
 			c.errorf("ldap.bind_password_file", "%s is empty", l.BindPasswordFile)
 			break
 		}
-		l.BindPassword = Secret(pw)
+		l.BindPassword = secret.String(pw)
 	}
 
 	if l.BaseDN == "" {
@@ -406,73 +420,17 @@ func (l *LDAP) validate(c *checker, _ *Config) {
 	} else if _, err := ldap.ParseDN(l.BaseDN); err != nil {
 		c.errorf("ldap.base_dn", "%q is not a DN: %v", l.BaseDN, err)
 	}
-	if err := checkFilter(l.Filter); err != nil {
+	if l.Filter == "" {
+		c.errorf("ldap.filter", "required")
+	} else if err := ldapmap.CheckFilter(l.Filter); err != nil {
 		c.errorf("ldap.filter", "%v", err)
 	}
-	if !validAttribute(l.Attribute) {
+	if !ldapmap.ValidAttribute(l.Attribute) {
 		c.errorf("ldap.attribute", "%q is not an attribute name", l.Attribute)
 	}
 	if l.PoolSize < 1 || l.PoolSize > 64 {
 		c.errorf("ldap.pool_size", "must be 1-64, not %d", l.PoolSize)
 	}
-}
-
-// checkFilter checks a filter template: the verbs %s (login), %u (local
-// part), %d (domain) and %% only, at least one of the first three, and the
-// expansion of a sample login, escaped as a lookup escapes it (RFC 4515
-// section 3), must compile.
-func checkFilter(tmpl string) error {
-	if tmpl == "" {
-		return errors.New("required")
-	}
-	local, domain, _ := strings.Cut(sampleLogin, "@")
-	var b strings.Builder
-	verbs := 0
-	for i := 0; i < len(tmpl); i++ {
-		if tmpl[i] != '%' {
-			b.WriteByte(tmpl[i])
-			continue
-		}
-		i++
-		if i == len(tmpl) {
-			return fmt.Errorf("%q ends with a lone %%", tmpl)
-		}
-		switch tmpl[i] {
-		case '%':
-			b.WriteByte('%')
-			continue
-		case 's':
-			b.WriteString(ldap.EscapeFilter(sampleLogin))
-		case 'u':
-			b.WriteString(ldap.EscapeFilter(local))
-		case 'd':
-			b.WriteString(ldap.EscapeFilter(domain))
-		default:
-			return fmt.Errorf("%q: unknown %%%c (want %%s, %%u, %%d or %%%%)", tmpl, tmpl[i])
-		}
-		verbs++
-	}
-	if verbs == 0 {
-		return fmt.Errorf("%q has no %%s, %%u or %%d, so every login would match the same entries", tmpl)
-	}
-	if _, err := ldap.CompileFilter(b.String()); err != nil {
-		return fmt.Errorf("%q does not compile (with %s: %q): %v", tmpl, sampleLogin, b.String(), err)
-	}
-	return nil
-}
-
-// validAttribute reports whether a is an attribute description: a
-// descriptor or numeric OID, with options (RFC 4512 section 2.5).
-func validAttribute(a string) bool {
-	if a == "" || !isAlnum(a[0]) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		if c := a[i]; !isAlnum(c) && c != '-' && c != '.' && c != ';' {
-			return false
-		}
-	}
-	return true
 }
 
 func isAlnum(c byte) bool {
@@ -595,15 +553,6 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, m)
 	}
 	return p, nil
-}
-
-// isLoopback reports whether host is a loopback address or "localhost".
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
 }
 
 // readFile reads a file named in the configuration. Its error names the

@@ -12,7 +12,10 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	defaultFailureDelay = 2 * time.Second
+	// DefaultFailureDelay is the first delay once a login has failed
+	// FailuresBeforeDelay times; exported so that the configuration fills
+	// in and checks the same value.
+	DefaultFailureDelay = 2 * time.Second
 	// defaultMaxFailureDelay caps the growing delay: well below the
 	// 60-second pre-login timeouts of clients and of the router.
 	defaultMaxFailureDelay = 30 * time.Second
@@ -72,7 +75,7 @@ func (o *Options) failureDelay() time.Duration {
 	if o.FailureDelay > 0 {
 		return o.FailureDelay
 	}
-	return defaultFailureDelay
+	return DefaultFailureDelay
 }
 
 func (o *Options) maxFailureDelay() time.Duration {
@@ -143,6 +146,17 @@ func (g *Gate) Admit(ctx context.Context, l *route.Login) error {
 			g.log.Debug("gate: session limit", "user", user, "proto", l.Protocol, "sessions", n, "limit", limit)
 			return &route.Refusal{Code: "LIMIT", Text: TextLimit}
 		}
+	}
+	return nil
+}
+
+// Recheck refuses a login the backend has accepted if its user was put
+// on hold since Admit: a mailbox move's hold covers the logins already
+// on their way, so none lands on the old backend after it.
+func (g *Gate) Recheck(l *route.Login) error {
+	if g.state.Held(route.Fold(l.User)) {
+		g.held.Add(1)
+		return &route.Refusal{Code: "UNAVAILABLE", Text: TextHeld}
 	}
 	return nil
 }

@@ -388,3 +388,24 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 }
 
 var _ State = (*cluster.Cluster)(nil)
+
+// TestRecheckRefusesHeld checks that Recheck refuses a user put on hold
+// after Admit, whatever the case of the name, and lets others through.
+func TestRecheckRefusesHeld(t *testing.T) {
+	local := NewLocal(time.Minute)
+	g := New(local, &Options{})
+	l := &route.Login{User: "Alice@Example.org", Protocol: route.IMAP}
+	if err := g.Admit(context.Background(), l); err != nil {
+		t.Fatalf("Admit before the hold: %v", err)
+	}
+	if err := local.Hold("alice@example.org", true, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var r *route.Refusal
+	if err := g.Recheck(l); !errors.As(err, &r) || r.Code != "UNAVAILABLE" {
+		t.Fatalf("Recheck of a held user = %v, want an UNAVAILABLE refusal", err)
+	}
+	if err := g.Recheck(&route.Login{User: "bob@example.org", Protocol: route.IMAP}); err != nil {
+		t.Errorf("Recheck of another user = %v", err)
+	}
+}

@@ -52,7 +52,7 @@ func TestLocalHolds(t *testing.T) {
 		t.Error("ttl not capped at 24h")
 	}
 	l.Hold("carol@example.org", true, time.Hour) // sweeps bob's
-	if _, ok := l.holds["bob@example.org"]; ok {
+	if _, ok := l.holds.Expires("bob@example.org"); ok {
 		t.Error("expired hold not swept")
 	}
 }
@@ -69,7 +69,7 @@ func TestLocalSessions(t *testing.T) {
 	if n := l.Sessions("alice@example.org", "pop3"); n != 0 {
 		t.Errorf("pop3 = %d, want 0 (clamped)", n)
 	}
-	if _, ok := l.sessions[sessKey{"alice@example.org", "pop3"}]; ok {
+	if n, _, _ := l.table.Len(); n != 1 { // alice/imap alone
 		t.Error("zero count kept")
 	}
 }
@@ -95,7 +95,7 @@ func TestLocalFailuresDecay(t *testing.T) {
 	}
 	c.advance(time.Hour)
 	l.LoginFailed(netip.MustParseAddr("192.0.2.8"), "") // sweeps
-	if len(l.ipFails) != 1 || len(l.userFails) != 0 {
-		t.Errorf("faded counts not swept: %d addresses, %d users", len(l.ipFails), len(l.userFails))
+	if _, ips, users := l.table.Len(); ips != 1 || users != 0 {
+		t.Errorf("faded counts not swept: %d addresses, %d users", ips, users)
 	}
 }

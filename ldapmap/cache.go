@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/go-ldap/ldap/v3"
 
 	"switchboard/route"
 )
@@ -68,6 +72,11 @@ type CacheStats struct {
 // folded to lower case. Concurrent misses for one login share a single
 // inner lookup. It implements route.Invalidator. It is safe for concurrent
 // use.
+//
+// The cache also keeps an index from each cached answer's DN to the login
+// names that led to it, so that a change reported by DN (see Watcher) can
+// drop every login of the entry: InvalidateDN. The index holds exactly the
+// positive entries the cache holds, so MaxEntries bounds it too.
 type Cache struct {
 	inner      route.Mapper
 	ttl        time.Duration
@@ -85,6 +94,11 @@ type Cache struct {
 	flightMu sync.Mutex
 	flights  map[string]*flight
 	gen      uint64 // bumped by InvalidateAll
+	dnGen    uint64 // bumped by InvalidateDN
+
+	// index maps DNs to the keys of the positive entries that name them.
+	// Lock order: a shard's mu, then index.mu.
+	index dnIndex
 
 	misses, shared, stale, evictions atomic.Uint64
 }
@@ -119,6 +133,10 @@ type flight struct {
 	// predates the invalidation and must not be stored.
 	forget bool
 	gen    uint64
+	// dnGen is Cache.dnGen when the lookup started: if an InvalidateDN
+	// happened meanwhile, the answer may predate the change it reported
+	// (the DN is not known before the answer), so it is not stored.
+	dnGen uint64
 }
 
 // NewCache returns a Cache in front of inner. opts may be nil.
@@ -140,6 +158,7 @@ func NewCache(inner route.Mapper, opts *CacheOptions) *Cache {
 	for i := range c.shards {
 		c.shards[i].entries = make(map[string]*cacheEntry)
 	}
+	c.index.byDN = make(map[string]map[string]struct{})
 	if c.ttl <= 0 {
 		c.ttl = defaultCacheTTL
 	}
@@ -250,7 +269,7 @@ func (c *Cache) fetch(ctx context.Context, key, user string) (route.Result, erro
 			}
 			return f.res, f.err
 		}
-		f := &flight{donec: make(chan struct{}), gen: c.gen}
+		f := &flight{donec: make(chan struct{}), gen: c.gen, dnGen: c.dnGen}
 		c.flights[key] = f
 		c.flightMu.Unlock()
 		c.lead(ctx, key, user, f)
@@ -269,7 +288,7 @@ func (c *Cache) lead(ctx context.Context, key, user string, f *flight) {
 	c.flightMu.Lock()
 	defer c.flightMu.Unlock()
 	delete(c.flights, key)
-	if f.forget || f.gen != c.gen {
+	if f.forget || f.gen != c.gen || f.dnGen != c.dnGen {
 		return
 	}
 	now := c.now()
@@ -288,7 +307,7 @@ func (c *Cache) lead(ctx context.Context, key, user string, f *flight) {
 		sh := c.shard(key)
 		sh.mu.Lock()
 		if e := sh.entries[key]; e != nil && !now.Before(e.expires) {
-			delete(sh.entries, key)
+			c.deleteLocked(sh, key)
 		}
 		sh.mu.Unlock()
 	}
@@ -323,10 +342,24 @@ func (c *Cache) store(key string, e *cacheEntry) {
 	sh := c.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.entries[key]; !ok && len(sh.entries) >= c.perShard {
+	old, ok := sh.entries[key]
+	if !ok && len(sh.entries) >= c.perShard {
 		c.evictLocked(sh)
 	}
+	if ok {
+		c.index.remove(old, key)
+	}
 	sh.entries[key] = e
+	c.index.add(e, key)
+}
+
+// deleteLocked removes key's entry from sh and from the index. sh.mu is
+// held.
+func (c *Cache) deleteLocked(sh *cacheShard, key string) {
+	if e, ok := sh.entries[key]; ok {
+		delete(sh.entries, key)
+		c.index.remove(e, key)
+	}
 }
 
 // evictLocked removes one entry of sh: of a few taken in map order (which
@@ -345,7 +378,7 @@ func (c *Cache) evictLocked(sh *cacheShard) {
 		}
 	}
 	if n > 0 {
-		delete(sh.entries, victim)
+		c.deleteLocked(sh, victim)
 		c.evictions.Add(1)
 	}
 }
@@ -361,7 +394,7 @@ func (c *Cache) Invalidate(user string) {
 	}
 	sh := c.shard(key)
 	sh.mu.Lock()
-	delete(sh.entries, key)
+	c.deleteLocked(sh, key)
 	sh.mu.Unlock()
 }
 
@@ -376,6 +409,130 @@ func (c *Cache) InvalidateAll() {
 		clear(sh.entries)
 		sh.mu.Unlock()
 	}
+	c.index.mu.Lock()
+	clear(c.index.byDN)
+	c.index.n = 0
+	c.index.mu.Unlock()
+}
+
+// InvalidateDN drops the cached answers that named the entry dn, and the
+// answers of every lookup running now (their DN is not known yet), and
+// returns the login names it dropped, folded, sorted. DNs compare as
+// distinguishedNameMatch does for case-insensitive attributes: attribute
+// types and values ignore case, and spacing is normalised.
+func (c *Cache) InvalidateDN(dn string) []string {
+	key := dnKey(dn)
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	c.dnGen++
+	c.index.mu.Lock()
+	logins := make([]string, 0, len(c.index.byDN[key]))
+	for login := range c.index.byDN[key] {
+		logins = append(logins, login)
+	}
+	c.index.mu.Unlock()
+	for _, login := range logins {
+		sh := c.shard(login)
+		sh.mu.Lock()
+		c.deleteLocked(sh, login)
+		sh.mu.Unlock()
+	}
+	slices.Sort(logins)
+	return logins
+}
+
+// LoginsFor returns the login names, folded and sorted, whose cached
+// answers name the entry dn. It implements LoginIndex.
+func (c *Cache) LoginsFor(dn string) []string {
+	key := dnKey(dn)
+	c.index.mu.Lock()
+	logins := make([]string, 0, len(c.index.byDN[key]))
+	for login := range c.index.byDN[key] {
+		logins = append(logins, login)
+	}
+	c.index.mu.Unlock()
+	slices.Sort(logins)
+	return logins
+}
+
+// InvalidateChange applies a Watcher's change to the cache: it drops the
+// answers for the change's DN (InvalidateDN) and for each of its login
+// names (a negative answer for a login that a new entry now serves, or a
+// login the index no longer holds), and returns every login name
+// affected, folded, sorted and without duplicates.
+func (c *Cache) InvalidateChange(ch Change) []string {
+	logins := c.InvalidateDN(ch.DN)
+	for _, l := range ch.Logins {
+		c.Invalidate(l)
+		logins = append(logins, route.Fold(l))
+	}
+	slices.Sort(logins)
+	return slices.Compact(logins)
+}
+
+// A dnIndex maps normalised DNs to the keys of the positive cache entries
+// whose answers carry that DN.
+type dnIndex struct {
+	mu   sync.Mutex
+	byDN map[string]map[string]struct{}
+	n    int // keys held, over all DNs
+}
+
+// add records that key's entry e names e.res.DN. Negative entries and
+// answers without a DN are not indexed.
+func (x *dnIndex) add(e *cacheEntry, key string) {
+	if e.err != nil || e.res.DN == "" {
+		return
+	}
+	dk := dnKey(e.res.DN)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	set := x.byDN[dk]
+	if set == nil {
+		set = make(map[string]struct{}, 1)
+		x.byDN[dk] = set
+	}
+	if _, ok := set[key]; !ok {
+		set[key] = struct{}{}
+		x.n++
+	}
+}
+
+// remove forgets that key's entry e names e.res.DN.
+func (x *dnIndex) remove(e *cacheEntry, key string) {
+	if e.err != nil || e.res.DN == "" {
+		return
+	}
+	dk := dnKey(e.res.DN)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	set := x.byDN[dk]
+	if _, ok := set[key]; !ok {
+		return
+	}
+	delete(set, key)
+	x.n--
+	if len(set) == 0 {
+		delete(x.byDN, dk)
+	}
+}
+
+// len returns the number of DNs and of keys in the index.
+func (x *dnIndex) len() (dns, keys int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.byDN), x.n
+}
+
+// dnKey normalises a DN for comparison: parsed and re-joined (spacing,
+// escaping), then folded to lower case, as distinguishedNameMatch
+// compares case-insensitive attributes such as mail, uid and cn. A string
+// that is not a DN (the File mapper's "file:line") is only folded.
+func dnKey(dn string) string {
+	if d, err := ldap.ParseDN(dn); err == nil && len(d.RDNs) > 0 {
+		return strings.ToLower(d.String())
+	}
+	return strings.ToLower(dn)
 }
 
 // Stats returns the counters.

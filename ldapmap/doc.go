@@ -12,6 +12,16 @@
 //   - File reads a plain text map, for deployments without a directory and
 //     for the demo.
 //
+// Watcher follows the directory and reports each entry whose routing
+// changed (host values, login names, matching the filter at all), so that
+// a node can drop its cached routes and kick sessions at once. It uses
+// Content Synchronization (RFC 4533, refreshAndPersist; slapd's syncprov
+// overlay), resumes from its cookie after reconnecting, asks for a full
+// refresh when the cookie is refused, and polls modifyTimestamp where the
+// directory offers no change feed. Changes arrive by DN while the Cache is
+// keyed by login, so the Cache keeps an index from DNs to the login names
+// it holds answers for: Cache.InvalidateDN.
+//
 // # Filters
 //
 // The search filter is a template in the string representation of RFC 4515.
@@ -44,7 +54,7 @@
 //	m, err := ldapmap.NewLDAP(&ldapmap.Options{
 //		URIs:         []string{"ldaps://ldap1.example.org", "ldaps://ldap2.example.org"},
 //		BindDN:       "cn=switchboard,ou=services,dc=example,dc=org",
-//		BindPassword: ldapmap.Secret(password),
+//		BindPassword: secret.String(password),
 //		BaseDN:       "ou=people,dc=example,dc=org",
 //	})
 //	if err != nil {
@@ -53,6 +63,15 @@
 //	defer m.Close()
 //	mapper := ldapmap.NewCache(m, &ldapmap.CacheOptions{ServeStale: true})
 //	res, err := mapper.Lookup(ctx, "alice@example.org")
+//
+// And, on every node, with the same Options as NewLDAP's:
+//
+//	w, err := ldapmap.NewWatcher(dirOpts, &ldapmap.WatchOptions{Index: mapper},
+//		func(ch ldapmap.Change) {
+//			logins := mapper.InvalidateChange(ch)
+//			_ = logins // kick their sessions on backends not in ch.NewHosts
+//		})
+//	go w.Run(ctx)
 //
 // The Hosts slice of a Result returned by any mapper in this package may be
 // shared with a cache or with other callers: treat it as read-only.

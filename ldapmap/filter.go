@@ -20,8 +20,8 @@ const maxLoginLen = 64 + 1 + 255
 // empty.
 const DefaultFilter = "(&(mail=%s)(status=active))"
 
-// sampleLogin is the login a filter template is expanded with at NewLDAP,
-// to check that the result compiles.
+// sampleLogin is the login a filter template is expanded with, by
+// CheckFilter and NewLDAP, to check that the result compiles.
 const sampleLogin = "sample.user@example.org"
 
 // validateLogin reports why user cannot be a login name, or nil. It runs
@@ -85,11 +85,30 @@ type filterPart struct {
 	verb byte
 }
 
-// parseFilterTemplate parses and checks a filter template: only the verbs
-// above, at least one of %s, %u or %d (a filter without the login would
-// map every user to one entry), and the expansion of a sample login must
-// compile as an RFC 4515 filter.
+// CheckFilter checks a filter template as Options.Filter takes it: only
+// the verbs above, at least one of %s, %u or %d (a filter without the
+// login would map every user to one entry), and the expansion of a sample
+// login, escaped as a lookup escapes it, must compile as an RFC 4515
+// filter. The error quotes the template, never a login; NewLDAP reports
+// the same errors, prefixed with "filter template".
+func CheckFilter(text string) error {
+	_, err := compileTemplate(text)
+	return err
+}
+
+// parseFilterTemplate parses and checks a filter template (see
+// CheckFilter).
 func parseFilterTemplate(text string) (*filterTemplate, error) {
+	t, err := compileTemplate(text)
+	if err != nil {
+		return nil, fmt.Errorf("filter template %w", err)
+	}
+	return t, nil
+}
+
+// compileTemplate is CheckFilter returning the parsed template. Its
+// errors start with the quoted template.
+func compileTemplate(text string) (*filterTemplate, error) {
 	t := &filterTemplate{text: text}
 	var lit strings.Builder
 	flush := func() {
@@ -107,7 +126,7 @@ func parseFilterTemplate(text string) (*filterTemplate, error) {
 			continue
 		}
 		if i+1 == len(text) {
-			return nil, fmt.Errorf("filter template %q: trailing %%", text)
+			return nil, fmt.Errorf("%q: trailing %%: write %%%% for a percent sign", text)
 		}
 		i++
 		switch v := text[i]; v {
@@ -121,19 +140,19 @@ func parseFilterTemplate(text string) (*filterTemplate, error) {
 				t.needDomain = true
 			}
 		default:
-			return nil, fmt.Errorf("filter template %q: unknown verb %%%c (want %%s, %%u, %%d or %%%%)", text, v)
+			return nil, fmt.Errorf("%q: unknown %%%c, not a verb (want %%s, %%u, %%d or %%%%)", text, v)
 		}
 	}
 	flush()
 	if verbs == 0 {
-		return nil, fmt.Errorf("filter template %q: no %%s, %%u or %%d, so every login would match the same entries", text)
+		return nil, fmt.Errorf("%q has no %%s, %%u or %%d, so every login would match the same entries", text)
 	}
 	f, ok := t.expand(sampleLogin)
 	if !ok {
-		return nil, fmt.Errorf("filter template %q: cannot expand sample login", text)
+		return nil, fmt.Errorf("%q: cannot expand the sample login %s", text, sampleLogin)
 	}
 	if _, err := ldap.CompileFilter(f); err != nil {
-		return nil, fmt.Errorf("filter template %q: expanded to %q: %w", text, f, err)
+		return nil, fmt.Errorf("%q does not compile (with %s: %q): %w", text, sampleLogin, f, err)
 	}
 	return t, nil
 }

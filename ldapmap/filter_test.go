@@ -44,7 +44,7 @@ func TestFilterTemplateExpand(t *testing.T) {
 func TestFilterTemplateErrors(t *testing.T) {
 	tests := []struct{ name, tmpl, want string }{
 		{"no verb", "(mail=alice@example.org)", "no %s"},
-		{"unknown verb", "(mail=%x)", "unknown verb %x"},
+		{"unknown verb", "(mail=%x)", "unknown %x"},
 		{"trailing percent", "(mail=%s)%", "trailing %"},
 		{"unbalanced", "(&(mail=%s)(status=active)", "filter template"},
 		{"no parens", "mail=%s", "does not start"},
@@ -218,4 +218,32 @@ func FuzzFilter(f *testing.F) {
 			t.Fatalf("filter %q: x values %q, want %%", fl, got["x"])
 		}
 	})
+}
+
+// TestCheckFilter checks the exported check the configuration uses: the
+// same verdicts as NewLDAP, errors that start with the quoted template
+// (the configuration prefixes the key) and never with "filter template".
+func TestCheckFilter(t *testing.T) {
+	tests := []struct{ tmpl, want string }{
+		{DefaultFilter, ""},
+		{"(&(uid=%u)(domain=%d))", ""},
+		{"(mail=%s)(x=100%%)", `"(mail=%s)(x=100%%)" does not compile`},
+		{"(mail=alice)", `"(mail=alice)" has no %s`},
+		{"(uid=%x)", `"(uid=%x)": unknown %x`},
+		{"(uid=%u)%", `"(uid=%u)%": trailing %`},
+		{"(&(mail=%s)", `"(&(mail=%s)" does not compile (with sample.user@example.org:`},
+	}
+	for _, tt := range tests {
+		err := CheckFilter(tt.tmpl)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("CheckFilter(%q) = %v, want nil", tt.tmpl, err)
+		case tt.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.want)):
+			t.Errorf("CheckFilter(%q) = %v, want an error starting %q", tt.tmpl, err, tt.want)
+		}
+		_, perr := parseFilterTemplate(tt.tmpl)
+		if (perr == nil) != (err == nil) {
+			t.Errorf("parseFilterTemplate(%q) = %v, CheckFilter = %v: the verdicts differ", tt.tmpl, perr, err)
+		}
+	}
 }

@@ -8,24 +8,31 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
+	"switchboard/internal/secret"
 	"switchboard/route"
 )
 
-// Defaults for the zero values of Options.
+// Defaults for the zero values of Options, each read by one accessor
+// below. They are exported so that the configuration fills in, documents
+// and checks the values NewLDAP uses.
 const (
-	defaultPoolSize       = 4
-	defaultDialTimeout    = 2 * time.Second // connect, TLS handshake, StartTLS and bind together
-	defaultSearchTimeout  = 3 * time.Second // one search on one server
-	defaultRetryDownAfter = 5 * time.Second // how long a failed server is skipped
-	defaultAttribute      = "host"
-	searchSizeLimit       = 2 // one entry is an answer, two are ambiguous
-	searchResultBuffer    = 4 // SearchAsync channel: two entries, a done, slack
+	DefaultPoolSize       = 4               // go-ldap multiplexes on each connection
+	DefaultDialTimeout    = 2 * time.Second // connect, TLS handshake, StartTLS and bind together
+	DefaultTimeout        = 3 * time.Second // one search on one server
+	DefaultRetryDownAfter = 5 * time.Second // how long a failed server is skipped
+	DefaultAttribute      = "host"          // values are host names, primary first
+)
+
+const (
+	searchSizeLimit    = 2 // one entry is an answer, two are ambiguous
+	searchResultBuffer = 4 // SearchAsync channel: two entries, a done, slack
 )
 
 // Scope is the search scope (RFC 4511 section 4.5.1.2). The zero value is
@@ -130,35 +137,35 @@ type Options struct {
 
 func (o *Options) poolSize() int {
 	if o.PoolSize == 0 {
-		return defaultPoolSize
+		return DefaultPoolSize
 	}
 	return o.PoolSize
 }
 
 func (o *Options) dialTimeout() time.Duration {
 	if o.DialTimeout == 0 {
-		return defaultDialTimeout
+		return DefaultDialTimeout
 	}
 	return o.DialTimeout
 }
 
 func (o *Options) timeout() time.Duration {
 	if o.Timeout == 0 {
-		return defaultSearchTimeout
+		return DefaultTimeout
 	}
 	return o.Timeout
 }
 
 func (o *Options) retryDownAfter() time.Duration {
 	if o.RetryDownAfter == 0 {
-		return defaultRetryDownAfter
+		return DefaultRetryDownAfter
 	}
 	return o.RetryDownAfter
 }
 
 func (o *Options) attribute() string {
 	if o.Attribute == "" {
-		return defaultAttribute
+		return DefaultAttribute
 	}
 	return o.Attribute
 }
@@ -206,6 +213,7 @@ type LDAP struct {
 // A server is one URI and its health.
 type server struct {
 	uri  string // as configured, for logs
+	host string // the URI's host, without brackets
 	addr string // host:port
 	tls  *tls.Config
 	// ldaps is set for ldaps:// URIs: TLS from the first byte.
@@ -275,7 +283,7 @@ func NewLDAP(opts *Options) (*LDAP, error) {
 	} else {
 		l.filter = f
 	}
-	if !validAttribute(o.attribute()) {
+	if !ValidAttribute(o.attribute()) {
 		bad("Attribute %q is not an attribute description", o.attribute())
 	}
 	if o.Scope < ScopeSubtree || o.Scope > ScopeBase {
@@ -302,79 +310,93 @@ func NewLDAP(opts *Options) (*LDAP, error) {
 		l.slots[i] = &slot{sem: make(chan struct{}, 1), idx: -1}
 	}
 	for _, s := range l.servers {
-		if o.BindDN != "" && !s.ldaps && !o.StartTLS && !isLoopback(s.addr) {
+		if o.BindDN != "" && !s.ldaps && !o.StartTLS && !secret.Local(s.host) {
 			l.log.Warn("bind password is sent in clear: use ldaps:// or StartTLS", "uri", s.uri)
 		}
 	}
 	return l, nil
 }
 
-// newServer parses one URI. Only scheme, host and port are allowed: an
-// RFC 4516 URL's DN, attributes, scope and filter belong in Options.
-func newServer(raw string, base *tls.Config) (*server, error) {
+// CheckURI checks an LDAP URL as Options.URIs takes it (RFC 4516): the
+// scheme ldap or ldaps, a host and an optional port from 1 to 65535, and
+// nothing else: the base DN, scope, filter and attribute are options of
+// their own. The error quotes raw; NewLDAP reports the same errors,
+// prefixed with "uri".
+func CheckURI(raw string) error {
+	_, err := parseURI(raw)
+	return err
+}
+
+// parseURI is CheckURI returning the parsed URL.
+func parseURI(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("uri %q: %w", raw, err)
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner // url.Error repeats raw
+		}
+		return nil, fmt.Errorf("%q: %w", raw, err)
 	}
-	s := &server{uri: raw}
-	var port string
-	switch u.Scheme {
-	case "ldap":
-		port = "389"
-	case "ldaps":
+	switch {
+	case u.Scheme != "ldap" && u.Scheme != "ldaps":
+		return nil, fmt.Errorf("%q: scheme must be ldap or ldaps", raw)
+	case u.Hostname() == "":
+		return nil, fmt.Errorf("%q: no host", raw)
+	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return nil, fmt.Errorf("%q: only scheme, host and port are allowed; the base DN, filter and attribute are set on their own", raw)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%q: port must be 1-65535", raw)
+		}
+	}
+	return u, nil
+}
+
+// newServer parses one URI (see CheckURI).
+func newServer(raw string, base *tls.Config) (*server, error) {
+	u, err := parseURI(raw)
+	if err != nil {
+		return nil, fmt.Errorf("uri %w", err)
+	}
+	s := &server{uri: raw, host: u.Hostname()}
+	port := "389"
+	if u.Scheme == "ldaps" {
 		port = "636"
 		s.ldaps = true
-	default:
-		return nil, fmt.Errorf("uri %q: scheme must be ldap or ldaps", raw)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("uri %q: no host", raw)
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, fmt.Errorf("uri %q: only scheme, host and port are allowed", raw)
 	}
 	if u.Port() != "" {
 		port = u.Port()
 	}
-	s.addr = net.JoinHostPort(u.Hostname(), port)
+	s.addr = net.JoinHostPort(s.host, port)
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if base != nil {
 		tc = base.Clone()
 	}
 	if tc.ServerName == "" {
-		tc.ServerName = u.Hostname()
+		tc.ServerName = s.host
 	}
 	s.tls = tc
 	return s, nil
 }
 
-// validAttribute reports whether a is an attribute description: a
-// descriptor or numeric OID with options (RFC 4512 section 2.5).
-func validAttribute(a string) bool {
-	if a == "" {
+// ValidAttribute reports whether a is an attribute description (RFC 4512
+// section 2.5): a descriptor, which starts with a letter, or a numeric
+// OID, which starts with a digit, then letters, digits, '-' and '.', with
+// options after ';'.
+func ValidAttribute(a string) bool {
+	if a == "" || !isAlnum(a[0]) {
 		return false
 	}
 	for i := 0; i < len(a); i++ {
-		c := a[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == ';') {
+		if c := a[i]; !isAlnum(c) && c != '-' && c != '.' && c != ';' {
 			return false
 		}
 	}
 	return true
 }
 
-// isLoopback reports whether addr's host is a loopback address or
-// "localhost".
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // Lookup returns the hosts for user. It fails with route.ErrUnknownUser

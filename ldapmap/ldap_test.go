@@ -351,3 +351,82 @@ func TestSearchOnClosedConn(t *testing.T) {
 		t.Fatal("closed connection read as unknown user")
 	}
 }
+
+// TestCheckURI checks the exported URI check the configuration uses, and
+// that NewLDAP refuses exactly what it refuses.
+func TestCheckURI(t *testing.T) {
+	tests := []struct{ uri, want string }{
+		{"ldap://127.0.0.1", ""},
+		{"ldaps://ldap.example.org:636", ""},
+		{"ldap://[::1]:389/", ""},
+		{"http://ldap.example.org", `"http://ldap.example.org": scheme must be ldap or ldaps`},
+		{"ldaps://", `"ldaps://": no host`},
+		{"ldaps://h/dc=example,dc=org", `"ldaps://h/dc=example,dc=org": only scheme, host and port`},
+		{"ldap://h?mail", `"ldap://h?mail": only scheme, host and port`},
+		{"ldap://h:0", `"ldap://h:0": port must be 1-65535`},
+		{"ldap://h:65536", `"ldap://h:65536": port must be 1-65535`},
+		{"ldap://h:x", `"ldap://h:x": `},
+	}
+	for _, tt := range tests {
+		err := CheckURI(tt.uri)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("CheckURI(%q) = %v, want nil", tt.uri, err)
+		case tt.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.want)):
+			t.Errorf("CheckURI(%q) = %v, want an error starting %q", tt.uri, err, tt.want)
+		}
+		l, nerr := NewLDAP(&Options{URIs: []string{tt.uri}, BaseDN: "dc=example,dc=org"})
+		if nerr == nil {
+			l.Close()
+		}
+		if (nerr == nil) != (err == nil) {
+			t.Errorf("NewLDAP with %q: %v, CheckURI: %v: the verdicts differ", tt.uri, nerr, err)
+		}
+	}
+}
+
+func TestValidAttribute(t *testing.T) {
+	tests := []struct {
+		attr string
+		want bool
+	}{
+		{"host", true},
+		{"mailHost", true},
+		{"x-host-2", true},
+		{"2.5.4.3", true},
+		{"host;lang-en", true},
+		{"", false},
+		{"-host", false},
+		{".1", false},
+		{";x", false},
+		{"ho st", false},
+		{"host)(x", false},
+		{"hôst", false},
+	}
+	for _, tt := range tests {
+		if got := ValidAttribute(tt.attr); got != tt.want {
+			t.Errorf("ValidAttribute(%q) = %v, want %v", tt.attr, got, tt.want)
+		}
+	}
+}
+
+// TestOptionsDefaults checks that zero Options and CacheOptions get the
+// exported defaults, which the configuration fills in and documents.
+func TestOptionsDefaults(t *testing.T) {
+	var o Options
+	if o.poolSize() != DefaultPoolSize || o.dialTimeout() != DefaultDialTimeout || o.timeout() != DefaultTimeout ||
+		o.retryDownAfter() != DefaultRetryDownAfter || o.attribute() != DefaultAttribute || o.filter() != DefaultFilter {
+		t.Errorf("zero Options: pool %d, dial %v, timeout %v, retry %v, attribute %q, filter %q; want the Default constants",
+			o.poolSize(), o.dialTimeout(), o.timeout(), o.retryDownAfter(), o.attribute(), o.filter())
+	}
+	if err := CheckFilter(DefaultFilter); err != nil {
+		t.Errorf("DefaultFilter: %v", err)
+	}
+	if !ValidAttribute(DefaultAttribute) {
+		t.Errorf("DefaultAttribute %q is not valid", DefaultAttribute)
+	}
+	c := NewCache(nil, &CacheOptions{})
+	if c.ttl != DefaultCacheTTL || c.negTTL != DefaultNegativeTTL {
+		t.Errorf("zero CacheOptions: ttl %v, negative %v; want %v, %v", c.ttl, c.negTTL, DefaultCacheTTL, DefaultNegativeTTL)
+	}
+}

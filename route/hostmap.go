@@ -11,6 +11,15 @@ const (
 	POP3 = "pop3"
 )
 
+// The protocols' well-known ports: a HostMap dials the plaintext ones
+// when an address has none and its IMAPPort or POP3Port is zero.
+const (
+	PortIMAP  = 143 // RFC 9051
+	PortPOP3  = 110 // RFC 1939
+	PortIMAPS = 993 // RFC 8314, implicit TLS
+	PortPOP3S = 995 // RFC 8314, implicit TLS
+)
+
 // HostMap rewrites the values of the host attribute to addresses to dial.
 //
 // A value with an entry is dialled at that entry's address for the
@@ -63,12 +72,12 @@ func (m *HostMap) port(proto string) int {
 		if m.POP3Port != 0 {
 			return m.POP3Port
 		}
-		return 110
+		return PortPOP3
 	default:
 		if m.IMAPPort != 0 {
 			return m.IMAPPort
 		}
-		return 143
+		return PortIMAP
 	}
 }
 

@@ -7,37 +7,31 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
 	"switchboard/route"
+	"switchboard/router/internal/pump"
 	"switchboard/router/internal/wire"
 )
 
-// backendConn is a connection to a backend, from dial to close.
+// backendConn is a connection to a backend, from dial to close: the
+// protocol logins see its wire.Backend (Conn, W, R, Addr, Greeting).
 type backendConn struct {
-	conn net.Conn     // plain TCP or *tls.Conn over it
-	tcp  *net.TCPConn // the TCP connection under conn
-	br   *bufio.Reader
-	out  io.Writer // writes to conn (raw system calls if it is plain TCP)
-	host string    // the host value from the map ("mx1")
-	addr string    // the address dialled
-	// greeting is the backend's first line, without CRLF.
-	greeting []byte
+	wire.Backend
+	host string // the host value from the map ("mx1")
 	// ready is when the greeting was read (pre-dialled connections age).
 	ready time.Time
 }
 
 func (b *backendConn) Close() error {
-	if b.br != nil {
-		b.br.Reset(nil)
-		readerPool.Put(b.br)
-		b.br = nil
+	if b.R != nil {
+		b.R.Reset(nil)
+		readerPool.Put(b.R)
+		b.R = nil
 	}
-	return b.conn.Close()
+	return b.Conn.Close()
 }
 
 // connectBackend dials addr and reads the backend's greeting, which must
@@ -47,11 +41,11 @@ func (s *Server) connectBackend(ctx context.Context, proto, host, addr string) (
 	if err != nil {
 		return nil, err
 	}
-	if err := b.conn.SetDeadline(time.Now().Add(s.opts.loginTimeout())); err != nil {
+	if err := b.Conn.SetDeadline(time.Now().Add(s.opts.loginTimeout())); err != nil {
 		b.Close()
 		return nil, err
 	}
-	line, err := wire.ReadLine(b.br)
+	line, err := wire.ReadLine(b.R)
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("greeting: %w", err)
@@ -62,11 +56,11 @@ func (s *Server) connectBackend(ctx context.Context, proto, host, addr string) (
 	}
 	if !bytes.HasPrefix(line, []byte(want)) {
 		b.Close()
-		return nil, errors.New("unexpected greeting: " + truncate(line))
+		return nil, errors.New("unexpected greeting: " + wire.Truncate(line))
 	}
-	b.greeting = append([]byte(nil), line...)
+	b.Greeting = append([]byte(nil), line...)
 	b.ready = time.Now()
-	b.conn.SetDeadline(time.Time{})
+	b.Conn.SetDeadline(time.Time{})
 	return b, nil
 }
 
@@ -83,8 +77,9 @@ func (s *Server) dialBackend(ctx context.Context, host, addr string) (*backendCo
 	if err != nil {
 		return nil, err
 	}
-	b := &backendConn{conn: c, host: host, addr: addr}
-	b.tcp, _ = c.(*net.TCPConn)
+	b := &backendConn{host: host}
+	b.Conn, b.Addr = c, addr
+	b.TCP, _ = c.(*net.TCPConn)
 	if s.opts.BackendTLS != nil {
 		cfg := s.opts.BackendTLS
 		if cfg.ServerName == "" {
@@ -92,50 +87,24 @@ func (s *Server) dialBackend(ctx context.Context, host, addr string) (*backendCo
 			cfg.ServerName, _, _ = net.SplitHostPort(addr)
 		}
 		var under net.Conn = c
-		if r := newRawIO(b.tcp); r != nil {
-			under = &rawTCPConn{TCPConn: b.tcp, io: r}
+		if b.TCP != nil {
+			under = pump.RawConn(b.TCP)
 		}
 		tc := tls.Client(under, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("TLS to backend: %w", err)
 		}
-		b.conn = tc
+		b.Conn = tc
 	}
-	b.br = readerPool.Get().(*bufio.Reader)
-	b.out = attachIO(b.conn, b.br)
+	b.R = readerPool.Get().(*bufio.Reader)
+	b.W = pump.AttachIO(b.Conn, b.R)
+	b.Sent = pump.QuickAck
+	b.Timeout = s.opts.loginTimeout()
+	b.Caps = s.caps
+	b.Log = s.log
 	return b, nil
 }
-
-// Errors of a backend login, classified for the client's answer.
-var (
-	// errAuthFailed: the backend refused the credentials.
-	errAuthFailed = errors.New("authentication failed")
-)
-
-// unavailableError wraps why a login could not be served; the client gets
-// [UNAVAILABLE] (IMAP) or [SYS/TEMP] (POP3) at once.
-type unavailableError struct{ err error }
-
-func (e *unavailableError) Error() string { return e.err.Error() }
-func (e *unavailableError) Unwrap() error { return e.err }
-
-func unavailable(format string, args ...any) error {
-	return &unavailableError{fmt.Errorf(format, args...)}
-}
-
-// backendNo is a refusal from the backend other than a failed
-// authentication (in use, over quota…); its line is passed to the client.
-type backendNo struct{ line []byte }
-
-func (e *backendNo) Error() string { return "backend refused: " + string(e.line) }
-
-// transportError marks a failure talking to a backend before it judged the
-// credentials: the next standby may be tried.
-type transportError struct{ err error }
-
-func (e *transportError) Error() string { return e.err.Error() }
-func (e *transportError) Unwrap() error { return e.err }
 
 // capCache remembers what each backend announced (POP3 CAPA), so later
 // logins to it can pipeline without asking again.
@@ -154,7 +123,8 @@ const capTTL = 5 * time.Minute
 
 func newCapCache() *capCache { return &capCache{m: make(map[string]capEntry)} }
 
-func (c *capCache) get(addr string) ([]string, bool) {
+// Get returns what addr announced, if it is recent enough.
+func (c *capCache) Get(addr string) ([]string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[addr]
@@ -164,17 +134,9 @@ func (c *capCache) get(addr string) ([]string, bool) {
 	return e.caps, true
 }
 
-func (c *capCache) put(addr string, caps []string) {
+// Put records what addr announced.
+func (c *capCache) Put(addr string, caps []string) {
 	c.mu.Lock()
 	c.m[addr] = capEntry{caps: caps, fetched: time.Now()}
 	c.mu.Unlock()
-}
-
-func hasCap(caps []string, name string) bool {
-	for _, c := range caps {
-		if strings.EqualFold(c, name) {
-			return true
-		}
-	}
-	return false
 }

@@ -34,6 +34,7 @@ type env struct {
 	tb      *testbed.Testbed
 	srv     *router.Server
 	cache   *ldapmap.Cache
+	hosts   *route.HostMap
 	logs    *syncBuffer
 	clientT *tls.Config
 	// listener addresses
@@ -106,6 +107,7 @@ func startEnv() (*env, error) {
 	deadIP := testbed.AllocIP()
 	deadPort, _ := testbed.FreePort(deadIP)
 	hosts.Hosts["mxdead"] = route.HostAddrs{Addr: fmt.Sprintf("%s:%d", deadIP, deadPort)}
+	e.hosts = hosts
 
 	ip := testbed.AllocIP()
 	certFile, keyFile, err := tb.CA.Issue("mail.example.org", ip)
@@ -674,16 +676,22 @@ func TestBackendSeesClientIP(t *testing.T) {
 	}
 	r.send("QUIT\r\n")
 	r.line()
-	time.Sleep(200 * time.Millisecond)
-	log, _ := e.tb.Backends["mx2"].Log()
-	for _, proto := range []string{"imap-login", "pop3-login"} {
-		found := false
-		for _, l := range strings.Split(log, "\n") {
-			if strings.Contains(l, proto+": Info: Login: user=<"+bob.Mail+">") && strings.Contains(l, "rip="+src) {
-				found = true
+	// Dovecot writes its log lines asynchronously: wait for them.
+	var log string
+	found := map[string]bool{}
+	within(10*time.Second, func() bool {
+		log, _ = e.tb.Backends["mx2"].Log()
+		for _, proto := range []string{"imap-login", "pop3-login"} {
+			for _, l := range strings.Split(log, "\n") {
+				if strings.Contains(l, proto+": Info: Login: user=<"+bob.Mail+">") && strings.Contains(l, "rip="+src) {
+					found[proto] = true
+				}
 			}
 		}
-		if !found {
+		return len(found) == 2
+	})
+	for _, proto := range []string{"imap-login", "pop3-login"} {
+		if !found[proto] {
 			t.Errorf("%s: backend log has no login of %s from the real client IP %s:\n%s", proto, bob.Mail, src, lastLines(log, 10))
 		}
 	}

@@ -2,77 +2,111 @@ package router
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"switchboard/route"
+	"switchboard/router/imap"
 	"switchboard/router/internal/wire"
+	"switchboard/router/pop3"
 )
 
-// creds are what a client logged in with. They never reach a log.
-type creds struct {
-	authz string // SASL authorization identity, usually empty
-	user  string // authentication identity
-	pass  string
+// dialog is a protocol's side of the login phase (imap.Dialog,
+// pop3.Dialog): it answers the client's commands until credentials come,
+// logs them in on a backend, and answers a failed login. The decisions
+// between (gate, map, backends, delays, counts) are the driver's, login.
+type dialog interface {
+	Greet() error
+	Next() (*wire.Creds, route.Outcome, error)
+	BackendLogin(b *wire.Backend, cr *wire.Creds, fwd *wire.Forward) ([]byte, error)
+	Refuse(err error) bool
 }
 
-// String keeps creds out of logs even if printed by mistake.
-func (c *creds) String() string { return "creds{" + c.user + " ***}" }
-
-// mailbox is the login name the route is looked up for: the authorization
-// identity when one is given (a master user logging in as someone), else
-// the user.
-func (c *creds) mailbox() string {
-	if c.authz != "" {
-		return c.authz
+func (sess *session) newDialog() dialog {
+	srv := sess.srv
+	if sess.l.cfg.Protocol == route.POP3 {
+		return pop3.NewDialog(sess, srv.opts.hostname(), srv.opts.maxErrors())
 	}
-	return c.user
+	return imap.NewDialog(sess, srv.opts.hostname(), srv.opts.maxErrors())
 }
 
-// saslPlain is the RFC 4616 PLAIN message for c, base64-encoded.
-func (c *creds) saslPlain() []byte {
-	raw := make([]byte, 0, len(c.authz)+len(c.user)+len(c.pass)+2)
-	raw = append(raw, c.authz...)
-	raw = append(raw, 0)
-	raw = append(raw, c.user...)
-	raw = append(raw, 0)
-	raw = append(raw, c.pass...)
-	out := make([]byte, base64.StdEncoding.EncodedLen(len(raw)))
-	base64.StdEncoding.Encode(out, raw)
-	return out
-}
-
-// decodePlain parses an RFC 4616 PLAIN response ("=" is empty).
-func decodePlain(b64 string) (*creds, error) {
-	if b64 == "=" {
-		return nil, errors.New("empty PLAIN response")
+// login runs the login phase. It returns the logged-in backend, or nil
+// when the session is over.
+func (sess *session) login() *backendConn {
+	d := sess.newDialog()
+	if err := d.Greet(); err != nil {
+		sess.readFailed(err)
+		return nil
 	}
-	raw, err := base64.StdEncoding.DecodeString(b64)
+	for {
+		cr, o, err := d.Next()
+		if cr == nil {
+			sess.ended(o, err)
+			return nil
+		}
+		t0 := time.Now() // the failure delay counts from the credentials
+		b, answer, err := sess.route(cr, d)
+		if err == nil {
+			if err = sess.recheck(b); err == nil {
+				return sess.loggedIn(b, t0, answer)
+			}
+		}
+		sess.refused(t0, err)
+		if !d.Refuse(err) {
+			return nil
+		}
+	}
+}
+
+// recheck asks the Gate once more, now that the backend has accepted the
+// login; a refusal closes the backend connection.
+func (sess *session) recheck(b *backendConn) error {
+	rc, ok := sess.srv.opts.Gate.(Rechecker)
+	if !ok {
+		return nil
+	}
+	err := rc.Recheck(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client})
 	if err != nil {
-		return nil, errors.New("invalid base64")
+		b.Close()
 	}
-	parts := strings.Split(string(raw), "\x00")
-	if len(parts) != 3 || parts[1] == "" || parts[2] == "" {
-		return nil, errors.New("malformed PLAIN response")
-	}
-	return &creds{authz: parts[0], user: parts[1], pass: parts[2]}, nil
+	return err
 }
 
-// backendLogin logs in to a dialled backend and returns the answer to hand
-// the client on success.
-type backendLogin func(b *backendConn, cr *creds) ([]byte, error)
+// ended records how a login phase ended without a login.
+func (sess *session) ended(o route.Outcome, err error) {
+	if o == route.OutcomeKicked {
+		sess.kickedOutcome(sess.KickReason())
+		return
+	}
+	sess.fail(o, err)
+}
+
+// refused counts a failed login, tells the Gate, and waits before the
+// answer: a refusal's own delay, none when the service is unavailable,
+// else until AuthFailDelay after t0, so a wrong password and an unknown
+// user take the same time.
+func (sess *session) refused(t0 time.Time, err error) {
+	var r *route.Refusal
+	switch o := sess.loginFailed(err); {
+	case errors.As(err, &r):
+		sess.sleep(r.Delay)
+	case o == route.OutcomeUnavailable:
+		sess.srv.log.Warn("login unavailable", "cid", sess.id, "user", sess.user, "err", err)
+	default:
+		sess.failDelay(t0)
+	}
+}
 
 // route finds the user's backend, dials it and logs in with login, trying
 // standbys in order when a backend cannot be reached. It never tries
 // another backend after one has judged the credentials.
-func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte, error) {
+func (sess *session) route(cr *wire.Creds, d dialog) (*backendConn, []byte, error) {
 	srv := sess.srv
-	user := cr.mailbox()
+	user := cr.Mailbox()
 	sess.user = user
 	sess.bhost, sess.baddr = "", "" // not an earlier attempt's
+	sess.fwd = wire.Forward{Client: sess.client, Local: sess.local, Session: sess.id}
 	if g := srv.opts.Gate; g != nil {
 		l := &route.Login{User: user, Protocol: sess.l.cfg.Protocol, Client: sess.client}
 		if err := g.Admit(srv.ctx, l); err != nil {
@@ -80,61 +114,22 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 			if errors.As(err, &r) {
 				return nil, nil, r
 			}
-			return nil, nil, unavailable("gate: %w", err)
+			return nil, nil, wire.Unavailable("gate: %w", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(srv.ctx, srv.opts.lookupTimeout())
-	res, err := srv.opts.Mapper.Lookup(ctx, user)
-	cancel()
-	switch {
-	case err == nil:
-	case errors.Is(err, route.ErrUnknownUser):
-		return nil, nil, fmt.Errorf("%w: unknown user", errAuthFailed)
-	case errors.Is(err, route.ErrAmbiguous):
-		srv.log.Error("routing error: more than one directory entry matches", "cid", sess.id, "user", user, "err", err)
-		return nil, nil, unavailable("lookup: %w", err)
-	default:
-		return nil, nil, unavailable("lookup: %w", err)
-	}
-	if len(res.Hosts) == 0 {
-		return nil, nil, unavailable("lookup: %w", route.ErrNoHost)
+	hosts, err := sess.lookup(user)
+	if err != nil {
+		return nil, nil, err
 	}
 	var errs []error
-	for i, host := range res.Hosts {
-		addr := srv.hosts.Resolve(host, sess.l.cfg.Protocol)
-		if down := srv.opts.BackendDown; down != nil && down(host) {
-			errs = append(errs, fmt.Errorf("%s: marked down by health checks", host))
+	for i, host := range hosts {
+		b, answer, err := sess.tryHost(cr, d, host)
+		var te *wire.TransportError
+		switch {
+		case errors.As(err, &te):
+			errs = append(errs, fmt.Errorf("%s (%s): %w", host, sess.baddr, err))
 			continue
-		}
-		proto := sess.l.cfg.Protocol
-		b, pooled := srv.predial.take(proto, host, addr)
-		if b == nil {
-			var err error
-			if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
-				errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
-				continue
-			}
-		}
-		sess.bhost, sess.baddr = host, addr
-		answer, err := login(b, cr)
-		var te *transportError
-		if pooled && errors.As(err, &te) {
-			// A parked connection may have been closed by the backend
-			// since it was checked: try once more on a fresh one.
-			b.Close()
-			if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
-				errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
-				continue
-			}
-			answer, err = login(b, cr)
-		}
-		if errors.As(err, &te) {
-			b.Close()
-			errs = append(errs, fmt.Errorf("%s (%s): %w", host, addr, err))
-			continue
-		}
-		if err != nil {
-			b.Close()
+		case err != nil:
 			return nil, nil, err
 		}
 		if i > 0 {
@@ -142,7 +137,72 @@ func (sess *session) route(cr *creds, login backendLogin) (*backendConn, []byte,
 		}
 		return b, answer, nil
 	}
-	return nil, nil, unavailable("no backend reachable: %w", errors.Join(errs...))
+	return nil, nil, wire.Unavailable("no backend reachable: %w", errors.Join(errs...))
+}
+
+// lookup asks the map for user's hosts, primary first.
+func (sess *session) lookup(user string) ([]string, error) {
+	srv := sess.srv
+	ctx, cancel := context.WithTimeout(srv.ctx, srv.opts.lookupTimeout())
+	res, err := srv.opts.Mapper.Lookup(ctx, user)
+	cancel()
+	switch {
+	case err == nil:
+	case errors.Is(err, route.ErrUnknownUser):
+		return nil, fmt.Errorf("%w: unknown user", wire.ErrAuthFailed)
+	case errors.Is(err, route.ErrAmbiguous):
+		srv.log.Error("routing error: more than one directory entry matches", "cid", sess.id, "user", user, "err", err)
+		return nil, wire.Unavailable("lookup: %w", err)
+	default:
+		return nil, wire.Unavailable("lookup: %w", err)
+	}
+	if len(res.Hosts) == 0 {
+		return nil, wire.Unavailable("lookup: %w", route.ErrNoHost)
+	}
+	return res.Hosts, nil
+}
+
+// tryHost logs cr in on host: from a parked connection on a cached
+// listener, else on a pre-dialled or new connection. A
+// *wire.TransportError means the next host may be tried; any other
+// error is the backend's verdict on the credentials.
+func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendConn, []byte, error) {
+	srv := sess.srv
+	proto := sess.l.cfg.Protocol
+	addr := srv.hosts.Resolve(host, proto)
+	sess.bhost, sess.baddr = host, addr
+	if down := srv.opts.BackendDown; down != nil && down(host) {
+		return nil, nil, &wire.TransportError{Err: errors.New("marked down by health checks")}
+	}
+	if sess.cached() {
+		if b, answer := sess.takeParked(cr, d, host, addr); b != nil {
+			return b, answer, nil
+		}
+	}
+	b, pooled := srv.predial.take(proto, host, addr)
+	if b == nil {
+		var err error
+		if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
+			return nil, nil, &wire.TransportError{Err: err}
+		}
+	}
+	answer, err := d.BackendLogin(&b.Backend, cr, &sess.fwd)
+	var te *wire.TransportError
+	if pooled && errors.As(err, &te) {
+		// A parked connection may have been closed by the backend
+		// since it was checked: try once more on a fresh one.
+		b.Close()
+		if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
+			return nil, nil, &wire.TransportError{Err: err}
+		}
+		answer, err = d.BackendLogin(&b.Backend, cr, &sess.fwd)
+	}
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	sess.noteLogin(answer)
+	return b, answer, nil
 }
 
 // failDelay waits until AuthFailDelay after t0, so every failed login is
@@ -164,30 +224,6 @@ func (sess *session) sleep(d time.Duration) {
 	}
 }
 
-// errSASLCancelled: the client answered a SASL challenge with "*".
-var errSASLCancelled = errors.New("SASL exchange cancelled")
-
-// saslContinue sends an empty SASL challenge ("+ ", the same in IMAP and
-// POP3) and reads the client's response line. It returns
-// wire.ErrLineTooLong for an over-long response and errSASLCancelled for
-// "*".
-func (sess *session) saslContinue() (string, error) {
-	if err := sess.write([]byte("+ \r\n")); err != nil {
-		return "", err
-	}
-	if err := sess.readDeadline(); err != nil {
-		return "", err
-	}
-	line, err := wire.ReadLine(sess.br)
-	if err != nil {
-		return "", err
-	}
-	if string(line) == "*" {
-		return "", errSASLCancelled
-	}
-	return string(line), nil
-}
-
 // loggedIn files the session under its user, records the backend, counts
 // the login and hands the client the backend's answer. It returns the
 // backend to splice to, or nil if the client is gone. The session is
@@ -198,6 +234,7 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *back
 	sess.mu.Lock()
 	sess.backend = b
 	sess.mu.Unlock()
+	sess.didLogin = true
 	sess.srv.setUser(sess, sess.user)
 	sess.srv.stats.LoginOK.Add(1)
 	if g := sess.srv.opts.Gate; g != nil {
@@ -218,10 +255,10 @@ func (sess *session) loggedIn(b *backendConn, t0 time.Time, answer []byte) *back
 func (sess *session) loginFailed(err error) route.Outcome {
 	var o route.Outcome
 	var r *route.Refusal
-	var ue *unavailableError
-	var bn *backendNo
+	var ue *wire.UnavailableError
+	var re *wire.RefusedError
 	switch {
-	case errors.As(err, &r), errors.As(err, &bn):
+	case errors.As(err, &r), errors.As(err, &re):
 		// Held or limited here, or refused by the backend for a reason
 		// other than the credentials (in use, over a limit): not a
 		// failed password, so not counted against the user.

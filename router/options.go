@@ -5,26 +5,39 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net/netip"
+	"switchboard/conncache"
 	"switchboard/route"
 	"time"
 )
 
-// Defaults for Options fields left zero.
+// Defaults for Options fields left zero. They are exported so that the
+// configuration fills in, documents and checks the same values the
+// server uses; each is read by one accessor below.
 const (
-	defaultPreauthTimeout = 60 * time.Second
-	// RFC 9051 section 5.4: an inactivity timer must be at least 30
-	// minutes after login.
-	defaultIdleTimeout   = 31 * time.Minute
-	defaultDialTimeout   = 3 * time.Second
-	defaultLoginTimeout  = 15 * time.Second
-	defaultLookupTimeout = 5 * time.Second
-	defaultAuthFailDelay = 2 * time.Second
-	defaultMaxErrors     = 3
+	// DefaultPreauthTimeout bounds the wait for each command before login.
+	DefaultPreauthTimeout = 60 * time.Second
+	// DefaultIdleTimeout ends an idle logged-in session. RFC 9051 section
+	// 5.4: an inactivity timer must be at least 30 minutes after login;
+	// one more minute leaves slack for IDLE refreshes.
+	DefaultIdleTimeout = 31 * time.Minute
+	// DefaultDialTimeout bounds connecting to a backend, TLS included.
+	DefaultDialTimeout = 3 * time.Second
+	// DefaultLoginTimeout bounds the backend's greeting and login.
+	DefaultLoginTimeout = 15 * time.Second
+	// DefaultLookupTimeout bounds a map lookup.
+	DefaultLookupTimeout = 5 * time.Second
+	// DefaultAuthFailDelay is the time from a login command to a failed
+	// answer: Dovecot's own auth_failure_delay default, which Switchboard
+	// takes over (docs/dovecot.md asks backends to set theirs to 0).
+	DefaultAuthFailDelay = 2 * time.Second
+	// DefaultMaxPreauthErrors is how many bad commands before login earn
+	// a BYE.
+	DefaultMaxPreauthErrors = 3
+)
+
+const (
 	// handshakeTimeout bounds a client's TLS handshake.
 	handshakeTimeout = 15 * time.Second
-	// lingerTimeout is how long the other direction may still run after
-	// one side of a splice has finished.
-	lingerTimeout = 5 * time.Second
 	// byeWriteTimeout bounds writing a final BYE to a client.
 	byeWriteTimeout = 2 * time.Second
 )
@@ -66,6 +79,20 @@ type ListenerConfig struct {
 	// addresses outside ProxyFrom are closed.
 	ProxyProtocol bool
 	ProxyFrom     []netip.Prefix
+	// Cache serves the listener's IMAP logins from Options.Pool and parks
+	// the backend connection at LOGOUT (the webmail connection cache).
+	// Its sessions are relayed through the command follower instead of
+	// the zero-copy splice.
+	Cache bool
+}
+
+// Pool parks logged-in backend connections for cached listeners; a
+// *conncache.Cache.
+type Pool interface {
+	Key(account, backend, password string) conncache.Key
+	Take(k conncache.Key) (c conncache.Conn, caps []byte, loggedIn time.Time, ok bool)
+	Put(k conncache.Key, c conncache.Conn, caps []byte, loggedIn time.Time) bool
+	RefusePark(reason string)
 }
 
 // Gate decides whether a login may go on, and is told how logins and
@@ -83,6 +110,14 @@ type Gate interface {
 	// Ended is called when a session that logged in (Done with
 	// route.OutcomeOK) is over.
 	Ended(l *route.Login)
+}
+
+// Rechecker is implemented by gates that judge a login once more after
+// the backend has accepted it, just before the client is told: a hold set
+// meanwhile (a mailbox move's) refuses it, and the backend connection is
+// closed.
+type Rechecker interface {
+	Recheck(l *route.Login) error
 }
 
 // Options configure a Server. The zero value of each field is documented.
@@ -125,6 +160,9 @@ type Options struct {
 	MaxPreauthErrors int
 	// Gate, if set, admits or refuses logins (holds, limits).
 	Gate Gate
+	// Pool is the webmail connection cache of listeners with Cache set;
+	// nil means such listeners log in and splice as the others do.
+	Pool Pool
 	// BackendDown, if set, reports backends known to be down; logins skip
 	// them and fail at once when none is left.
 	BackendDown func(host string) bool
@@ -137,23 +175,29 @@ type Options struct {
 }
 
 func (o *Options) preauthTimeout() time.Duration {
-	return orDefault(o.PreauthTimeout, defaultPreauthTimeout)
+	return orDefault(o.PreauthTimeout, DefaultPreauthTimeout)
 }
-func (o *Options) idleTimeout() time.Duration  { return orDefault(o.IdleTimeout, defaultIdleTimeout) }
-func (o *Options) dialTimeout() time.Duration  { return orDefault(o.DialTimeout, defaultDialTimeout) }
-func (o *Options) loginTimeout() time.Duration { return orDefault(o.LoginTimeout, defaultLoginTimeout) }
+func (o *Options) hostname() string {
+	if o.Hostname == "" {
+		return "Switchboard"
+	}
+	return o.Hostname
+}
+func (o *Options) idleTimeout() time.Duration  { return orDefault(o.IdleTimeout, DefaultIdleTimeout) }
+func (o *Options) dialTimeout() time.Duration  { return orDefault(o.DialTimeout, DefaultDialTimeout) }
+func (o *Options) loginTimeout() time.Duration { return orDefault(o.LoginTimeout, DefaultLoginTimeout) }
 func (o *Options) lookupTimeout() time.Duration {
-	return orDefault(o.LookupTimeout, defaultLookupTimeout)
+	return orDefault(o.LookupTimeout, DefaultLookupTimeout)
 }
 func (o *Options) authFailDelay() time.Duration {
 	if o.AuthFailDelay < 0 {
 		return 0
 	}
-	return orDefault(o.AuthFailDelay, defaultAuthFailDelay)
+	return orDefault(o.AuthFailDelay, DefaultAuthFailDelay)
 }
 func (o *Options) maxErrors() int {
 	if o.MaxPreauthErrors <= 0 {
-		return defaultMaxErrors
+		return DefaultMaxPreauthErrors
 	}
 	return o.MaxPreauthErrors
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"crypto/tls"
+	"switchboard/router/internal/pump"
 	"sync"
 	"time"
 )
@@ -157,19 +158,11 @@ func (p *predialer) close() {
 // such as session tickets may legitimately be pending; a dead one fails
 // at login and is replaced.
 func idleAlive(b *backendConn) bool {
-	if b.br.Buffered() > 0 {
+	if b.R.Buffered() > 0 {
 		return false
 	}
-	if _, isTLS := b.conn.(*tls.Conn); isTLS || b.tcp == nil {
+	if _, isTLS := b.Conn.(*tls.Conn); isTLS || b.TCP == nil {
 		return true
 	}
-	rc, err := b.tcp.SyscallConn()
-	if err != nil {
-		return false
-	}
-	alive := false
-	rc.Control(func(fd uintptr) {
-		alive = !peekReady(fd)
-	})
-	return alive
+	return pump.Silent(b.TCP)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"switchboard/route"
+	"switchboard/router/internal/pump"
 )
 
 // Server accepts clients on its listeners and routes their sessions.
@@ -21,7 +22,7 @@ type Server struct {
 	hosts   *route.HostMap
 	caps    *capCache
 	predial *predialer
-	parker  *parker
+	parker  *pump.Parker
 	ctx     context.Context
 	cancel  context.CancelFunc
 
@@ -69,7 +70,7 @@ func (s *Server) Stats() StatsSnapshot {
 		PreauthClosed: st.PreauthClosed.Load(), Kicked: st.Kicked.Load(), PreDialUsed: st.PreDialUsed.Load(), Panics: st.Panics.Load(),
 		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
 		ActiveIMAP: st.Active[0].Load(), ActivePOP3: st.Active[1].Load(),
-		Parked: s.parker.count(),
+		Parked: s.parker.Parked(),
 	}
 }
 
@@ -90,24 +91,19 @@ func New(opts *Options) *Server {
 	if s.hosts == nil {
 		s.hosts = &route.HostMap{}
 	}
-	if s.opts.Hostname == "" {
-		s.opts.Hostname = "Switchboard"
-	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	per := s.opts.PreDial
 	if per == 0 {
 		per = defaultPreDial
 	}
 	s.predial = newPredialer(s, max(per, 0))
-	s.parker = newParker(s)
+	s.parker = pump.NewParker(&pump.ParkerOptions{Ctx: s.ctx, Log: s.log})
 	return s
 }
 
 type listener struct {
 	cfg ListenerConfig
 	ln  net.Listener
-	// greeting and capability lines, computed once per listener.
-	text *protoText
 }
 
 // ErrServerClosed is returned by Listen after Shutdown or Close.
@@ -125,7 +121,7 @@ func (s *Server) Listen(cfg ListenerConfig) (net.Addr, error) {
 	if cfg.ProxyProtocol && len(cfg.ProxyFrom) == 0 {
 		return nil, fmt.Errorf("listener %s: proxy protocol needs proxy_from", cfg.Name)
 	}
-	lc := net.ListenConfig{KeepAlive: -1, Control: listenControl} // keepalive set once, on the listener
+	lc := pump.ListenConfig()
 	ln, err := lc.Listen(context.Background(), "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", cfg.Name, err)
@@ -133,7 +129,7 @@ func (s *Server) Listen(cfg ListenerConfig) (net.Addr, error) {
 	if cfg.Name == "" {
 		cfg.Name = cfg.Protocol + "-" + ln.Addr().String()
 	}
-	l := &listener{cfg: cfg, ln: ln, text: newProtoText(cfg.Protocol, s.opts.Hostname)}
+	l := &listener{cfg: cfg, ln: ln}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()

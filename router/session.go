@@ -5,18 +5,18 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base32"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"switchboard/route"
+	"switchboard/router/internal/pump"
+	"switchboard/router/internal/wire"
 )
 
 // shutdownReason is the BYE text of a drain's end.
@@ -55,11 +55,16 @@ type session struct {
 
 	mu      sync.Mutex
 	backend *backendConn // once logged in
-	sp      *splicer     // once splicing
+	sp      *pump.Splice // once splicing
 	kicked  string       // the reason, once kicked
 	done    bool
 	bhost   string
 	baddr   string
+	fwd     wire.Forward  // set at login: what the backend is told of the client
+	cs      *cacheSession // a cached listener's session
+	rl      *pump.Relay   // once relaying (cached listeners)
+
+	didLogin bool // logged in: the Gate is told when the session ends
 }
 
 func newSession(s *Server, l *listener, c net.Conn) *session {
@@ -101,7 +106,7 @@ func (sess *session) serve() {
 	defer srv.recoverSession(sess)
 
 	sess.br = readerPool.Get().(*bufio.Reader)
-	sess.w = attachIO(sess.raw, sess.br)
+	sess.w = pump.AttachIO(sess.raw, sess.br)
 
 	if sess.l.cfg.ProxyProtocol {
 		if err := sess.readProxyHeader(); err != nil {
@@ -110,22 +115,21 @@ func (sess *session) serve() {
 		}
 	}
 	if sess.l.cfg.TLS == TLSImplicit {
-		if err := sess.startTLS(); err != nil {
+		if err := sess.StartTLS(); err != nil {
 			sess.fail(route.OutcomeTLSFailed, err)
 			return
 		}
 	}
-	var b *backendConn
-	if sess.l.cfg.Protocol == route.IMAP {
-		b = sess.imapLogin()
-	} else {
-		b = sess.pop3Login()
-	}
+	b := sess.login()
 	if b == nil {
 		return
 	}
-	// From here the splice owns the session and ends it.
+	// From here the splice or the relay owns the session and ends it.
 	handedOff = true
+	if sess.cached() {
+		sess.relay(b)
+		return
+	}
 	sess.splice(b)
 }
 
@@ -172,7 +176,7 @@ func (sess *session) finish() {
 			sess.outcome = sess.lastFail
 		}
 	}
-	if b != nil {
+	if sess.didLogin {
 		if g := sess.srv.opts.Gate; g != nil {
 			g.Ended(&route.Login{User: sess.user, Protocol: sess.l.cfg.Protocol, Client: sess.client})
 		}
@@ -187,6 +191,7 @@ func (sess *session) finish() {
 		"host", sess.bhost,
 		"backend", sess.baddr,
 		"outcome", string(sess.outcome),
+		"cache", sess.cacheState(),
 		"bytes_in", sess.in,
 		"bytes_out", sess.out,
 		"duration", time.Since(sess.start).Round(time.Millisecond),
@@ -274,11 +279,9 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // startTLS runs the server side of a TLS handshake on the client
 // connection, under a deadline, and resets the reader onto it.
-func (sess *session) startTLS() error {
+func (sess *session) StartTLS() error {
 	under := sess.raw
-	if r, ok := sess.w.(*rawIO); ok {
-		under = &rawTCPConn{TCPConn: r.c, io: r}
-	}
+	under = pump.TLSUnder(under, sess.w)
 	if sess.br.Buffered() > 0 {
 		n := sess.br.Buffered()
 		pending, _ := sess.br.Peek(n)
@@ -321,7 +324,7 @@ func (r *sliceReader) Read(p []byte) (int, error) {
 }
 
 // plaintextAllowed reports whether the client may send a password now.
-func (sess *session) plaintextAllowed() bool {
+func (sess *session) PlaintextAllowed() bool {
 	if sess.isTLS {
 		return true
 	}
@@ -335,12 +338,12 @@ func (sess *session) plaintextAllowed() bool {
 }
 
 // canStartTLS reports whether STARTTLS/STLS may be offered now.
-func (sess *session) canStartTLS() bool {
+func (sess *session) CanStartTLS() bool {
 	return !sess.isTLS && sess.l.cfg.TLS == TLSStartTLS
 }
 
 // write sends b to the client under the pre-login deadline.
-func (sess *session) write(b []byte) error {
+func (sess *session) Write(b []byte) error {
 	if err := sess.conn.SetWriteDeadline(time.Now().Add(sess.srv.opts.preauthTimeout())); err != nil {
 		return err
 	}
@@ -348,57 +351,18 @@ func (sess *session) write(b []byte) error {
 	return err
 }
 
-// attachIO points br at c, through raw I/O when c is plain TCP, and
-// returns what to write to c with.
-func attachIO(c net.Conn, br *bufio.Reader) io.Writer {
-	if tc, ok := c.(*net.TCPConn); ok {
-		if r := newRawIO(tc); r != nil {
-			br.Reset(r)
-			return r
-		}
-	}
-	br.Reset(c)
-	return c
-}
-
 // readDeadline arms the pre-login read deadline before each command.
-func (sess *session) readDeadline() error {
+func (sess *session) ReadDeadline() error {
 	return sess.conn.SetReadDeadline(time.Now().Add(sess.srv.opts.preauthTimeout()))
 }
 
-// isTimeout reports whether err is a deadline expiry.
-func isTimeout(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+// readFailed records a failed read or write before login.
+func (sess *session) readFailed(err error) {
+	sess.fail(wire.ReadOutcome(err))
 }
 
-// readFailed classifies a read error before login.
-func (sess *session) readFailed(err error) route.Outcome {
-	switch {
-	case isTimeout(err):
-		sess.fail(route.OutcomeTimeout, nil)
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
-		sess.fail(route.OutcomeClientQuit, nil)
-	default:
-		sess.fail(route.OutcomeClientQuit, err)
-	}
-	return sess.outcome
-}
-
-// preauthReadFailed ends the login phase after a failed read. A kick or a
-// drain shows up as a read deadline and gets kickPrefix and its reason; an
-// inactivity timeout gets idleLine; a hang-up gets nothing.
-func (sess *session) preauthReadFailed(err error, kickPrefix, idleLine string) {
-	if reason := sess.kickReason(); reason != "" {
-		sess.write([]byte(kickPrefix + reason + "\r\n"))
-		sess.kickedOutcome(reason)
-	} else if sess.readFailed(err) == route.OutcomeTimeout {
-		sess.write([]byte(idleLine))
-	}
-}
+// Reader is the client's reader before login (wire.Client).
+func (sess *session) Reader() *bufio.Reader { return sess.br }
 
 // kick ends the session: a logged-in one gets a BYE (IMAP) once its
 // splice has stopped; one still logging in is closed.
@@ -410,21 +374,26 @@ func (sess *session) kick(reason string) {
 	}
 	sess.kicked = reason
 	b := sess.backend
-	sp := sess.sp
+	sp, rl := sess.sp, sess.rl
 	sess.mu.Unlock()
-	// Reads and writes both: a direction blocked writing to a client that
-	// has stopped reading must give up too.
+	if sp != nil {
+		sp.Kick()
+		return
+	}
+	if rl != nil {
+		rl.Kick()
+		return
+	}
+	// Still logging in (or about to splice, which looks at the mark once
+	// its splice is filed): reads and writes both give up.
 	past := time.Unix(1, 0)
 	if b != nil {
-		b.conn.SetDeadline(past)
+		b.Conn.SetDeadline(past)
 	}
 	sess.conn.SetDeadline(past)
-	if sp != nil {
-		sp.wakeAll()
-	}
 }
 
-func (sess *session) kickReason() string {
+func (sess *session) KickReason() string {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	return sess.kicked
@@ -434,13 +403,13 @@ func (sess *session) closeNow() {
 	sess.raw.Close()
 	sess.mu.Lock()
 	if b := sess.backend; b != nil {
-		b.conn.Close()
+		b.Conn.Close()
 	}
 	sp := sess.sp
 	sess.mu.Unlock()
 	if sp != nil {
 		// A closed socket leaves the parker's epoll set without an
 		// event: wake parked directions so they see the close.
-		sp.wakeAll()
+		sp.Wake()
 	}
 }

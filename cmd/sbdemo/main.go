@@ -174,7 +174,7 @@ func (d *demo) start() error {
 	defer logFile.Close() // the child has its own descriptor
 	cmd := exec.Command(d.bin, "serve", "-config", d.conf)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = testbed.ChildAttr()
 	if err := cmd.Start(); err != nil {
 		return err
 	}

@@ -320,7 +320,14 @@ func countLogins(t *testing.T, d *testbed.Dovecot, user string) int {
 // secrets the nodes' configurations name into a new directory.
 func startTestbed(t *testing.T) (*testbed.Testbed, string) {
 	t.Helper()
-	tb, err := testbed.Start(testbed.Options{Dir: t.TempDir()})
+	return startTestbedWith(t, testbed.Options{})
+}
+
+// startTestbedWith is startTestbed with the testbed's options.
+func startTestbedWith(t *testing.T, opts testbed.Options) (*testbed.Testbed, string) {
+	t.Helper()
+	opts.Dir = t.TempDir()
+	tb, err := testbed.Start(opts)
 	if err != nil {
 		t.Fatalf("testbed: %v", err)
 	}

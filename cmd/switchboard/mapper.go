@@ -32,28 +32,11 @@ func newMapper(cfg *config.Config) (route.Mapper, io.Closer, error) {
 		}
 		return f, nopCloser{}, nil
 	case config.MapLDAP:
-		lc := cfg.LDAP
-		if lc == nil {
-			return nil, nil, cfg.ErrorAt("map.type", fmt.Errorf("no [ldap] table"))
-		}
-		tc, err := sbtls.NewClient(&sbtls.ClientOptions{CAFile: lc.CAFile})
+		dir, err := ldapOptions(cfg)
 		if err != nil {
-			return nil, nil, cfg.ErrorAt("ldap.ca_file", err)
+			return nil, nil, err
 		}
-		l, err := ldapmap.NewLDAP(&ldapmap.Options{
-			URIs:         lc.URIs,
-			StartTLS:     lc.StartTLS,
-			TLSConfig:    tc, // ServerName is set per URI by ldapmap
-			BindDN:       lc.BindDN,
-			BindPassword: ldapmap.Secret(string(lc.BindPassword)),
-			BaseDN:       lc.BaseDN,
-			Filter:       lc.Filter,
-			Attribute:    lc.Attribute,
-			PoolSize:     lc.PoolSize,
-			DialTimeout:  lc.DialTimeout.Duration,
-			Timeout:      lc.Timeout.Duration,
-			Logger:       slog.Default(),
-		})
+		l, err := ldapmap.NewLDAP(dir)
 		if err != nil {
 			return nil, nil, cfg.ErrorAt("ldap", err)
 		}
@@ -66,6 +49,33 @@ func newMapper(cfg *config.Config) (route.Mapper, io.Closer, error) {
 	default:
 		return nil, nil, cfg.ErrorAt("map.type", fmt.Errorf("unknown map type %q", cfg.Map.Type))
 	}
+}
+
+// ldapOptions maps [ldap] onto ldapmap.Options, for the map and the
+// watcher.
+func ldapOptions(cfg *config.Config) (*ldapmap.Options, error) {
+	lc := cfg.LDAP
+	if lc == nil {
+		return nil, cfg.ErrorAt("map.type", fmt.Errorf("no [ldap] table"))
+	}
+	tc, err := sbtls.NewClient(&sbtls.ClientOptions{CAFile: lc.CAFile})
+	if err != nil {
+		return nil, cfg.ErrorAt("ldap.ca_file", err)
+	}
+	return &ldapmap.Options{
+		URIs:         lc.URIs,
+		StartTLS:     lc.StartTLS,
+		TLSConfig:    tc, // ServerName is set per URI by ldapmap
+		BindDN:       lc.BindDN,
+		BindPassword: lc.BindPassword,
+		BaseDN:       lc.BaseDN,
+		Filter:       lc.Filter,
+		Attribute:    lc.Attribute,
+		PoolSize:     lc.PoolSize,
+		DialTimeout:  lc.DialTimeout.Duration,
+		Timeout:      lc.Timeout.Duration,
+		Logger:       slog.Default(),
+	}, nil
 }
 
 // nopCloser is the closer of a mapper that holds nothing open.

@@ -7,21 +7,22 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"switchboard/admin"
 	"switchboard/cluster"
 	"switchboard/config"
+	"switchboard/conncache"
+	"switchboard/control"
 	"switchboard/gate"
 	"switchboard/ldapmap"
 	"switchboard/route"
 	"switchboard/router"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const (
-	// kickReason is the BYE text of sessions closed by an invalidation.
-	kickReason = "Your mailbox has moved, please reconnect."
 	// leaveTimeout bounds the cluster leave announcement on SIGTERM.
 	leaveTimeout = 3 * time.Second
 	// adminShutdownTimeout bounds the admin listener's last requests.
@@ -29,19 +30,19 @@ const (
 )
 
 // node is what serve builds around the router: the cluster membership (or
-// the local state of a node of its own), the gate, the backend checker and
-// the admin listener. It is the cluster's Handler.
+// the local state of a node of its own), the gate, control, the backend
+// checker and the admin listener. It only wires them together.
 type node struct {
 	cfg    *config.Config
 	log    *slog.Logger
 	name   string
 	cl     *cluster.Cluster // nil without [cluster]
-	local  *gate.Local      // the gate's state without [cluster]
 	gate   *gate.Gate
-	inv    route.Invalidator // nil if the map does not cache
+	ctl    *control.Control
 	mapper route.Mapper
-	srv    atomic.Pointer[router.Server]
 	admin  *admin.Server // nil without [admin]
+	// metrics are the node's own, beside the admin listener's.
+	metrics prometheus.Gatherer
 
 	checkCancel context.CancelFunc
 	checkDone   chan struct{}
@@ -50,20 +51,27 @@ type node struct {
 // newNode joins the cluster (if configured) and builds the gate. The
 // cluster calls back into the node, which reaches the router once
 // setServer has been called.
-func newNode(cfg *config.Config, mapper route.Mapper, logger *slog.Logger) (*node, error) {
-	n := &node{cfg: cfg, log: logger, mapper: mapper}
-	n.inv, _ = mapper.(route.Invalidator)
+func newNode(cfg *config.Config, mapper route.Mapper, pool *conncache.Cache, metrics prometheus.Gatherer, logger *slog.Logger) (*node, error) {
+	n := &node{cfg: cfg, log: logger, mapper: mapper, metrics: metrics}
+	ctlOpts := &control.Options{Logger: logger}
+	if pool != nil {
+		ctlOpts.Cache = pool
+	}
+	ctlOpts.Routes, _ = mapper.(route.Invalidator)
 	var state gate.State
-	if cc := cfg.Cluster; cc != nil {
+	if cfg.Cluster == nil {
+		local := gate.NewLocal(cfg.Limits.FailureWindow.Duration)
+		ctlOpts.Holds, state = local, local
+		n.name, _ = os.Hostname()
+	}
+	n.ctl = control.New(ctlOpts)
+	if cfg.Cluster != nil {
 		cl, err := cluster.New(n.clusterOptions())
 		if err != nil {
 			return nil, cfg.ErrorAt("cluster.bind_addr", err)
 		}
+		n.ctl.SetCluster(cl)
 		n.cl, n.name, state = cl, cl.Name(), cl
-	} else {
-		n.local = gate.NewLocal(cfg.Limits.FailureWindow.Duration)
-		n.name, _ = os.Hostname()
-		state = n.local
 	}
 	lim := cfg.Limits
 	n.gate = gate.New(state, &gate.Options{
@@ -106,7 +114,7 @@ func (n *node) clusterOptions() *cluster.Options {
 		AllowInsecure:     cc.AllowInsecure,
 		Label:             cc.Label,
 		Meta:              meta,
-		Handler:           n,
+		Handler:           n.ctl.Handler(),
 		Logger:            n.log,
 		GossipInterval:    cc.GossipInterval.Duration,
 		ProbeInterval:     cc.ProbeInterval.Duration,
@@ -133,59 +141,25 @@ func (n *node) backendDown() func(host string) bool {
 	return n.cl.BackendDown
 }
 
-// setServer gives the node the router that Kick acts on.
-func (n *node) setServer(srv *router.Server) { n.srv.Store(srv) }
+// setServer gives control the router that kicks act on.
+func (n *node) setServer(srv *router.Server) { n.ctl.SetSessions(routerSessions{srv}) }
 
-// Invalidate implements cluster.Handler: drop the cached route.
-func (n *node) Invalidate(user string) {
-	if n.inv != nil {
-		n.inv.Invalidate(user)
+// routerSessions adapts *router.Server to control.Sessions.
+type routerSessions struct{ srv *router.Server }
+
+func (s routerSessions) Kick(user, reason string) int { return s.srv.Kick(user, reason) }
+
+// Hosts lists the host values of user's sessions. It walks every session,
+// which is fine for what calls it: directory changes, one user at a time.
+func (s routerSessions) Hosts(user string) []string {
+	user = route.Fold(user)
+	var hosts []string
+	for _, si := range s.srv.Sessions() {
+		if route.Fold(si.User) == user {
+			hosts = append(hosts, si.Host)
+		}
 	}
-	n.log.Info("route invalidated", "user", user)
-}
-
-// Kick implements cluster.Handler: close the user's sessions here.
-func (n *node) Kick(user string) {
-	srv := n.srv.Load()
-	if srv == nil {
-		return
-	}
-	k := srv.Kick(user, kickReason)
-	n.log.Info("sessions kicked", "user", user, "sessions", k)
-}
-
-// Hold implements cluster.Handler. The gate asks the cluster itself, so
-// this only logs.
-func (n *node) Hold(user string, held bool) {
-	n.log.Info("hold changed", "user", user, "held", held)
-}
-
-// control is the admin listener's Control: the cluster, or this node
-// alone.
-func (n *node) control() admin.Control {
-	if n.cl != nil {
-		return n.cl
-	}
-	return localControl{n}
-}
-
-// localControl carries out control requests on a node of its own.
-type localControl struct{ n *node }
-
-func (lc localControl) Invalidate(user string, kick bool) error {
-	lc.n.Invalidate(user)
-	if kick {
-		lc.n.Kick(user)
-	}
-	return nil
-}
-
-func (lc localControl) Hold(user string, held bool, ttl time.Duration) error {
-	if err := lc.n.local.Hold(user, held, ttl); err != nil {
-		return err
-	}
-	lc.n.Hold(user, held)
-	return nil
+	return hosts
 }
 
 // backendNames returns the names of the host map, sorted.
@@ -242,16 +216,17 @@ func (n *node) startAdmin(srv *router.Server, hm *route.HostMap) error {
 		Node:        n.name,
 		Version:     versionString(),
 		Router:      srv,
-		Control:     n.control(),
+		Control:     n.ctl,
 		Backends:    names,
 		BackendName: admin.BackendNamer(addrs),
 		Gate:        n.gate.Stats,
+		Metrics:     n.metrics,
 		Logger:      n.log,
 	}
 	if n.cl != nil {
 		opts.Cluster = n.cl
 	}
-	if c, ok := n.mapper.(*ldapmap.Cache); ok {
+	if c, ok := n.mapper.(interface{ Stats() ldapmap.CacheStats }); ok {
 		opts.MapCache = c.Stats
 	}
 	n.admin = admin.New(opts)
@@ -306,4 +281,7 @@ func (n *node) close() {
 	}
 }
 
-var _ cluster.Handler = (*node)(nil)
+var (
+	_ admin.Control    = (*control.Control)(nil)
+	_ control.Sessions = routerSessions{}
+)

@@ -13,6 +13,8 @@ import (
 	"switchboard/config"
 	"switchboard/router"
 	sbtls "switchboard/tls"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // runServe runs the proxy until SIGTERM or SIGINT. SIGHUP re-reads the
@@ -64,7 +66,12 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer closer.Close()
-	n, err := newNode(cfg, mapper, logger)
+	metrics := prometheus.NewRegistry()
+	pool, err := newPool(cfg, metrics, logger)
+	if err != nil {
+		return err
+	}
+	n, err := newNode(cfg, mapper, pool, metrics, logger)
 	if err != nil {
 		return err
 	}
@@ -87,6 +94,10 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		BackendDown:      n.backendDown(),
 		Logger:           logger,
 	}
+	if pool != nil {
+		opts.Pool = pool
+		defer pool.Close()
+	}
 	if serverTLS != nil {
 		opts.TLS = serverTLS.Config()
 	}
@@ -100,12 +111,13 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 			TLS:           tlsMode(l.TLS),
 			ProxyProtocol: l.ProxyProtocol,
 			ProxyFrom:     l.ProxyNets(),
+			Cache:         l.Cache,
 		})
 		if err != nil {
 			srv.Close()
 			return err
 		}
-		logger.Info("listening", "listener", l.Name, "proto", l.Protocol, "addr", addr.String(), "tls", l.TLS, "proxy_protocol", l.ProxyProtocol)
+		logger.Info("listening", "listener", l.Name, "proto", l.Protocol, "addr", addr.String(), "tls", l.TLS, "proxy_protocol", l.ProxyProtocol, "cache", l.Cache)
 	}
 	var probe cluster.ProbeFunc // nil: plaintext greeting
 	if backendTLS != nil {
@@ -113,6 +125,12 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 	}
 	n.startChecker(hm, probe)
 	if err := n.startAdmin(srv, hm); err != nil {
+		srv.Close()
+		return err
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	if err := startWatcher(watchCtx, cfg, mapper, n.ctl, logger); err != nil {
 		srv.Close()
 		return err
 	}
@@ -130,6 +148,9 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		grace := cfg.DrainGrace.Duration
 		logger.Info("draining", "signal", sig.String(), "grace", grace)
 		n.draining()
+		if pool != nil {
+			pool.Close() // parked connections are no sessions to wait for
+		}
 		return drain(srv, sigc, grace, logger)
 	}
 	return nil

@@ -619,7 +619,7 @@ func noFileLimit() uint64 {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return maxNoFile
 	}
-	return min(lim.Max, maxNoFile)
+	return min(uint64(lim.Max), maxNoFile)
 }
 
 // shortTempDir returns a directory for paths that must stay short.

@@ -34,7 +34,7 @@ func startChild(name, logPath string, argv []string) (*child, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = ChildAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("testbed: start %s: %w", name, err)
 	}

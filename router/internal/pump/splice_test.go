@@ -1,4 +1,4 @@
-package router
+package pump
 
 import (
 	"bytes"
@@ -32,9 +32,15 @@ func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 
 // testDirection returns a direction from src to dst outside any session.
 func testDirection(dst, src *net.TCPConn) *direction {
-	srv := New(&Options{})
-	sess := &session{srv: srv}
-	return newDirection(&splicer{sess: sess}, dst, newRawIO(dst), src, src, dst)
+	return newDirection(&Splice{opts: &Options{}}, dst, writerFor(dst), src, src, dst)
+}
+
+// writerFor returns what AttachIO would write to c with.
+func writerFor(c *net.TCPConn) io.Writer {
+	if r := NewRawIO(c); r != nil {
+		return r
+	}
+	return c
 }
 
 // pumpAll runs a direction's pump until the source's EOF, as runDirection
@@ -160,7 +166,7 @@ func TestPumpTLS(t *testing.T) {
 	outW, outR := tcpPair(t)
 	defer inR.Close()
 	defer outW.Close()
-	src := tls.Server(&rawTCPConn{TCPConn: inR, io: newRawIO(inR)}, &tls.Config{Certificates: []tls.Certificate{cert}})
+	src := tls.Server(&rawTCPConn{TCPConn: inR, io: NewRawIO(inR)}, &tls.Config{Certificates: []tls.Certificate{cert}})
 	cli := tls.Client(inW, ca.ClientConfig("pump.test"))
 	hs := make(chan error, 1)
 	go func() { hs <- cli.Handshake() }()
@@ -171,8 +177,7 @@ func TestPumpTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sess := &session{srv: New(&Options{})}
-	d := newDirection(&splicer{sess: sess}, outW, newRawIO(outW), src, inR, outW)
+	d := newDirection(&Splice{opts: &Options{}}, outW, writerFor(outW), src, inR, outW)
 	donec := make(chan error, 1)
 	go func() {
 		_, err := pumpDirection(d)

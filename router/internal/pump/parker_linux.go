@@ -1,6 +1,8 @@
-package router
+package pump
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"sync"
 	"syscall"
@@ -15,7 +17,11 @@ import (
 // come.
 const parkerTick = 250 * time.Millisecond
 
-// parker holds quiet splice directions on one epoll instance, so a parked
+// FastPath reports that this platform has raw I/O, splice(2), the parker
+// and TCP_INFO.
+const FastPath = true
+
+// Parker holds quiet splice directions on one epoll instance, so a parked
 // session costs a few hundred bytes and no goroutine. A direction is
 // resumed on a new goroutine when its source becomes readable (or hangs
 // up), when it is woken (kick, close), or when its deadline comes.
@@ -32,8 +38,9 @@ const parkerTick = 250 * time.Millisecond
 // while. Measured on an idle node with one parked session, over 5 s:
 // 1,640 nanosleeps and 21.9 ms of CPU with the blocking wait, 492 and
 // 7.3 ms with this one.
-type parker struct {
-	srv  *Server
+type Parker struct {
+	ctx  context.Context
+	log  *slog.Logger
 	epfd int      // -1: parking unavailable, directions keep their goroutines
 	ep   *os.File // epfd, in Go's poller
 
@@ -50,8 +57,10 @@ type parkState struct {
 	deadline time.Time // wake by then even without an event
 }
 
-func newParker(srv *Server) *parker {
-	p := &parker{srv: srv, epfd: -1, parked: make(map[uint64]*direction)}
+// NewParker returns a Parker; it starts waiting at the first park and
+// stops when opts.Ctx ends.
+func NewParker(opts *ParkerOptions) *Parker {
+	p := &Parker{ctx: opts.Ctx, log: opts.logger(), epfd: -1, parked: make(map[uint64]*direction)}
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err == nil {
 		// Non-blocking, so os.NewFile puts it in Go's poller.
@@ -60,7 +69,7 @@ func newParker(srv *Server) *parker {
 		}
 	}
 	if err != nil {
-		srv.log.Warn("epoll unavailable; idle sessions keep their goroutines", "err", err)
+		p.log.Warn("epoll unavailable; idle sessions keep their goroutines", "err", err)
 		return p
 	}
 	p.epfd = fd
@@ -70,7 +79,7 @@ func newParker(srv *Server) *parker {
 
 // park registers d to be resumed later and reports whether it did; the
 // caller's goroutine must then leave d alone.
-func (p *parker) park(d *direction) bool {
+func (p *Parker) park(d *direction) bool {
 	if d.w == nil {
 		return false
 	}
@@ -107,7 +116,7 @@ func (p *parker) park(d *direction) bool {
 	p.parked[id] = d
 	p.mu.Unlock()
 	// A kick that came before we were parked found nothing to wake.
-	if d.sp.sess.kickReason() != "" && p.unpark(d) {
+	if d.sp.kicked.Load() && p.unpark(d) {
 		return false
 	}
 	return true
@@ -115,7 +124,7 @@ func (p *parker) park(d *direction) bool {
 
 // unpark takes d out of the parker; it reports whether d was parked, in
 // which case the caller now owns d and must run it.
-func (p *parker) unpark(d *direction) bool {
+func (p *Parker) unpark(d *direction) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if d.ps.parkID == 0 {
@@ -126,15 +135,15 @@ func (p *parker) unpark(d *direction) bool {
 	return true
 }
 
-func (p *parker) start() { go runParker(p) }
+func (p *Parker) start() { go runParker(p) }
 
 // runParker waits for parked sources to become readable and for parked
 // deadlines to pass, and resumes their directions.
-func runParker(p *parker) {
+func runParker(p *Parker) {
 	defer p.closeEpoll()
 	rc, err := p.ep.SyscallConn()
 	if err != nil {
-		p.srv.log.Error("parker: no raw epoll", "err", err)
+		p.log.Error("parker: no raw epoll", "err", err)
 		return
 	}
 	w := epollWaiter{events: make([]unix.EpollEvent, 256)}
@@ -145,12 +154,12 @@ func runParker(p *parker) {
 		p.ep.SetReadDeadline(time.Now().Add(parkerTick))
 		w.n, w.err = 0, 0
 		rerr := rc.Read(w.fn)
-		if p.srv.ctx.Err() != nil {
+		if p.ctx.Err() != nil {
 			p.closeAll()
 			return
 		}
-		if (rerr != nil && !isTimeout(rerr)) || w.err != 0 {
-			p.srv.log.Error("epoll_wait failed", "err", rerr, "errno", w.err)
+		if (rerr != nil && !IsTimeout(rerr)) || w.err != 0 {
+			p.log.Error("epoll_wait failed", "err", rerr, "errno", w.err)
 			time.Sleep(parkerTick)
 		}
 		now := time.Now()
@@ -209,7 +218,7 @@ func (w *epollWaiter) poll(fd uintptr) bool {
 
 // closeEpoll closes the epoll instance; later parks find none and keep
 // their goroutines (the server is closing anyway).
-func (p *parker) closeEpoll() {
+func (p *Parker) closeEpoll() {
 	p.mu.Lock()
 	p.epfd = -1
 	p.mu.Unlock()
@@ -218,7 +227,7 @@ func (p *parker) closeEpoll() {
 
 // closeAll resumes everything still parked when the server closes; the
 // directions find their connections closed and finish.
-func (p *parker) closeAll() {
+func (p *Parker) closeAll() {
 	p.mu.Lock()
 	var all []*direction
 	for id, d := range p.parked {
@@ -232,8 +241,8 @@ func (p *parker) closeAll() {
 	}
 }
 
-// count returns how many splice directions are parked.
-func (p *parker) count() int {
+// Parked returns how many splice directions are parked.
+func (p *Parker) Parked() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.parked)

@@ -2,6 +2,7 @@ package router
 
 import (
 	"net"
+	"switchboard/router/internal/pump"
 	"testing"
 	"time"
 
@@ -45,9 +46,9 @@ func TestClientKeepAlive(t *testing.T) {
 	}
 	want := map[string]struct{ level, opt, v int }{
 		"SO_KEEPALIVE":  {unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
-		"TCP_KEEPIDLE":  {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(clientKeepAliveIdle / time.Second)},
-		"TCP_KEEPINTVL": {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(clientKeepAliveInterval / time.Second)},
-		"TCP_KEEPCNT":   {unix.IPPROTO_TCP, unix.TCP_KEEPCNT, clientKeepAliveCount},
+		"TCP_KEEPIDLE":  {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(pump.ClientKeepAliveIdle / time.Second)},
+		"TCP_KEEPINTVL": {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(pump.ClientKeepAliveInterval / time.Second)},
+		"TCP_KEEPCNT":   {unix.IPPROTO_TCP, unix.TCP_KEEPCNT, pump.ClientKeepAliveCount},
 		"TCP_NODELAY":   {unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
 	}
 	for name, o := range want {

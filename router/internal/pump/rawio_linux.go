@@ -1,4 +1,4 @@
-package router
+package pump
 
 import (
 	"errors"
@@ -65,13 +65,13 @@ func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 	return int(n), e
 }
 
-// rawIO reads and writes a plain TCP connection with raw system calls,
+// RawIO reads and writes a plain TCP connection with raw system calls,
 // waiting in the poller (under the connection's deadlines) when a read
 // finds nothing or the send buffer is full: net.Conn's Read and Write,
 // minus the scheduler's syscall bookkeeping. Reads and writes may run on
 // two goroutines at once; each keeps its own state. Its callbacks are
 // bound once.
-type rawIO struct {
+type RawIO struct {
 	c       *net.TCPConn
 	rc      syscall.RawConn
 	readFn  func(fd uintptr) bool
@@ -84,13 +84,13 @@ type rawIO struct {
 	werr    error
 }
 
-// newRawIO returns raw I/O for c, or nil if c has no raw connection.
-func newRawIO(c *net.TCPConn) *rawIO {
+// NewRawIO returns raw I/O for c, or nil if c has no raw connection.
+func NewRawIO(c *net.TCPConn) *RawIO {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil
 	}
-	r := &rawIO{c: c, rc: rc}
+	r := &RawIO{c: c, rc: rc}
 	r.readFn = r.read
 	r.writeFn = r.write
 	return r
@@ -98,7 +98,7 @@ func newRawIO(c *net.TCPConn) *rawIO {
 
 // Read reads what the socket holds, waiting for something if it holds
 // nothing; (0, io.EOF) at the end of the stream.
-func (r *rawIO) Read(p []byte) (int, error) {
+func (r *RawIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -117,7 +117,7 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	return r.rn, nil
 }
 
-func (r *rawIO) read(fd uintptr) bool {
+func (r *RawIO) read(fd uintptr) bool {
 	n, err := readNow(fd, r.rbuf)
 	if err == errWouldBlock {
 		return false // nothing yet: wait until readable
@@ -127,7 +127,7 @@ func (r *rawIO) read(fd uintptr) bool {
 }
 
 // Write writes all of p, or fails.
-func (r *rawIO) Write(p []byte) (int, error) {
+func (r *RawIO) Write(p []byte) (int, error) {
 	r.wbuf, r.wn, r.werr = p, 0, nil
 	err := r.rc.Write(r.writeFn)
 	r.wbuf = nil
@@ -140,7 +140,7 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	return r.wn, nil
 }
 
-func (r *rawIO) write(fd uintptr) bool {
+func (r *RawIO) write(fd uintptr) bool {
 	for r.wn < len(r.wbuf) {
 		n, err := rawWrite(fd, r.wbuf[r.wn:])
 		switch err {
@@ -157,20 +157,9 @@ func (r *rawIO) write(fd uintptr) bool {
 	return true
 }
 
-// rawTCPConn is a plain TCP connection whose reads and writes go through
-// its raw I/O, for a TLS layer above it: TLS records then move without
-// the scheduler's syscall bookkeeping too.
-type rawTCPConn struct {
-	*net.TCPConn
-	io *rawIO
-}
-
-func (c *rawTCPConn) Read(p []byte) (int, error)  { return c.io.Read(p) }
-func (c *rawTCPConn) Write(p []byte) (int, error) { return c.io.Write(p) }
-
 // opError dresses err as net.Conn's own errors are, so logs and error
 // checks read the same.
-func (r *rawIO) opError(op string, err error) error {
+func (r *RawIO) opError(op string, err error) error {
 	var oe *net.OpError
 	if errors.As(err, &oe) { // the poller's own ("raw-read")
 		e := *oe
@@ -193,6 +182,19 @@ func peekReady(fd uintptr) bool {
 	_, _, err := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	return err != unix.EAGAIN && err != unix.EINTR
+}
+
+// Silent reports whether c has nothing to be read now: no bytes, no EOF,
+// no error. A parked connection that is not silent was hung up or sent
+// something (a BYE) and is not to be reused.
+func Silent(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	silent := false
+	rc.Control(func(fd uintptr) { silent = !peekReady(fd) })
+	return silent
 }
 
 // queued returns the bytes waiting to be read (SIOCINQ), or -1.

@@ -1,4 +1,4 @@
-package router
+package pump
 
 import (
 	"net"
@@ -31,12 +31,12 @@ func sinceLastRecv(c *net.TCPConn) time.Duration {
 	return d
 }
 
-// quickAck asks the kernel to acknowledge the next segments from c at
+// QuickAck asks the kernel to acknowledge the next segments from c at
 // once instead of delaying the ACK. A backend answering pipelined commands
 // in several small writes (Dovecot's "+OK" to XCLIENT, then to AUTH) may
 // hold the second behind Nagle's algorithm until the first is
 // acknowledged; a delayed ACK would cost up to 40 ms per login.
-func quickAck(c *net.TCPConn) {
+func QuickAck(c *net.TCPConn) {
 	if c == nil {
 		return
 	}
@@ -55,15 +55,23 @@ func setQuickAck(fd uintptr) {
 		uintptr(unsafe.Pointer(&one)), unsafe.Sizeof(one), 0)
 }
 
-// TCP keepalive on client connections: a client that vanished without a
-// FIN (a phone that lost its network) is found within about four minutes,
-// and an IDLE-ing client gets at most one probe per two quiet minutes,
-// the cadence of Dovecot's own "* OK Still here".
-const (
-	clientKeepAliveIdle     = 2 * time.Minute
-	clientKeepAliveInterval = 30 * time.Second
-	clientKeepAliveCount    = 4
-)
+// ListenConfig returns the configuration for client listeners: TCP
+// keepalive is turned on for the listening socket, and Linux copies the
+// setting and its timers to every connection accepted from it, which
+// spares four setsockopt calls per client.
+func ListenConfig() net.ListenConfig {
+	return net.ListenConfig{KeepAlive: -1, Control: listenControl}
+}
+
+// quietFor returns how long neither side of d's splice has received
+// anything, from the kernel's TCP_INFO on both sockets.
+func (d *direction) quietFor(time.Time) time.Duration {
+	return min(sinceLastRecv(d.srcTCP), sinceLastRecv(d.dstTCP))
+}
+
+// noteActivity is for platforms without TCP_INFO; here the kernel keeps
+// the time, and the spliced path no bookkeeping.
+func (d *direction) noteActivity() {}
 
 // listenControl turns TCP keepalive on for a listening socket. Linux
 // copies the setting and its timers to every connection accepted from
@@ -73,9 +81,9 @@ func listenControl(_, _ string, c syscall.RawConn) error {
 	err := c.Control(func(fd uintptr) {
 		for _, o := range []struct{ level, opt, v int }{
 			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(clientKeepAliveIdle / time.Second)},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(clientKeepAliveInterval / time.Second)},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, clientKeepAliveCount},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(ClientKeepAliveIdle / time.Second)},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(ClientKeepAliveInterval / time.Second)},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, ClientKeepAliveCount},
 		} {
 			if serr = unix.SetsockoptInt(int(fd), o.level, o.opt, o.v); serr != nil {
 				serr = os.NewSyscallError("setsockopt", serr)
