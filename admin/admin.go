@@ -162,6 +162,7 @@ func New(opts *Options) *Server {
 	mux.Handle("POST /v1/invalidate", s.auth(http.HandlerFunc(s.invalidate)))
 	mux.Handle("POST /v1/hold", s.auth(http.HandlerFunc(s.hold)))
 	mux.Handle("POST /v1/release", s.auth(http.HandlerFunc(s.release)))
+	mux.Handle("POST /v1/drain", s.auth(http.HandlerFunc(s.drain)))
 	s.hs = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -328,6 +329,17 @@ func upDown(up bool) string {
 		return "up"
 	}
 	return "down"
+}
+
+// drain makes /healthz answer 503 ahead of a restart, so that load
+// balancers and rollout tools take the node out while it goes on serving
+// everyone: listeners stay open and no session is closed. The restart's
+// SIGTERM does the rest; a new process starts undrained.
+func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
+	if !s.draining.Swap(true) {
+		s.log.Info("admin: drain; /healthz answers 503 until the restart", "remote", r.RemoteAddr)
+	}
+	writeJSON(w, http.StatusOK, ControlResponse{OK: true})
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {

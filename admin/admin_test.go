@@ -137,6 +137,28 @@ func TestHealthz(t *testing.T) {
 	}
 }
 
+// TestDrain: POST /v1/drain turns /healthz to 503 and /status's draining
+// to true, and is idempotent.
+func TestDrain(t *testing.T) {
+	s, _ := newTestServer(t, "", nil)
+	s.SetReady()
+	h := s.Handler()
+	for i := range 2 {
+		if rec := do(t, h, "POST", "/v1/drain", "", ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"ok": true`) {
+			t.Errorf("drain #%d = %d %s", i+1, rec.Code, rec.Body)
+		}
+		if rec := do(t, h, "GET", "/healthz", "", ""); rec.Code != http.StatusServiceUnavailable || rec.Body.String() != "draining\n" {
+			t.Errorf("healthz after drain #%d = %d %q", i+1, rec.Code, rec.Body)
+		}
+		if !s.Status().Draining {
+			t.Errorf("status.draining after drain #%d = false", i+1)
+		}
+	}
+	if rec := do(t, h, "GET", "/v1/drain", "", ""); rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/drain = %d, want 405", rec.Code)
+	}
+}
+
 func TestToken(t *testing.T) {
 	var logs bytes.Buffer
 	s, ctl := newTestServer(t, testToken, &logs)
@@ -149,6 +171,7 @@ func TestToken(t *testing.T) {
 		{"POST", "/v1/invalidate", `{"user":"a@example.org"}`},
 		{"POST", "/v1/hold", `{"user":"a@example.org"}`},
 		{"POST", "/v1/release", `{"user":"a@example.org"}`},
+		{"POST", "/v1/drain", ""},
 	} {
 		for _, tok := range []string{"", "wrong-token-0123456789", testToken + "x", testToken[:10]} {
 			rec := do(t, h, tt.method, tt.path, tok, tt.body)
