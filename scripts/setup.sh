@@ -7,10 +7,15 @@ set -euo pipefail
 pkgs=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-ldap perdition
       perdition-ldap python3 curl iproute2 make ca-certificates)
 # `setup.sh --bench` adds what only the benchmark measures: nginx's mail
-# proxy; `setup.sh --deb` what checks the Debian package (make deb).
+# proxy; `setup.sh --deb` what checks the Debian package (make deb);
+# `setup.sh --lab` what the Ansible lab needs (make lab-test: ansible/lab/),
+# and what lints the playbooks and the alert rules. systemd-container
+# pins libsystemd-shared, so installing it may upgrade the host's systemd.
 case "${1:-}" in
 --bench) pkgs+=(nginx libnginx-mod-mail) ;;
 --deb) pkgs+=(lintian) ;;
+--lab) pkgs+=(ansible ansible-lint openssh-server openssh-client systemd-container debootstrap
+	prometheus) ;;
 esac
 # lock_held reports whether another process holds one of apt's locks
 # (fcntl locks, which /proc/locks lists by inode).
