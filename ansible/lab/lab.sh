@@ -11,7 +11,9 @@
 #      IDLE sessions saw; a second rolling.yml changes nothing;
 #   3. a broken build (its binary passes `check` but `serve` exits 1) stops
 #      the rollout at the first node; the other two serve the old version;
-#   4. the unit's sandbox is enforced on a node.
+#   4. the unit's sandbox is enforced on a node;
+#   5. the dovecot_backend role, applied to node3, gives a Dovecot that
+#      trusts the three nodes; a second run changes nothing.
 #
 # Usage (as root): ansible/lab/lab.sh [run|down]. LAB (default
 # /tmp/switchboard-lab) holds the state, ROOTFS (default
@@ -254,6 +256,19 @@ inventory() {
 			switchboard_drain_grace=5s
 			switchboard_drain_wait_seconds=3
 			switchboard_health_retries=15
+
+			# The dovecot_backend role, proved on node3 beside Switchboard
+			# (the lab's real backends are the testbed's, on the host).
+			[dovecot]
+			node3
+
+			[dovecot:vars]
+			ansible_user=root
+			ansible_ssh_private_key_file=$LAB/ssh/id_ed25519
+			dovecot_backend_listen=127.0.0.1
+			dovecot_backend_imap_port=10143
+			dovecot_backend_pop3_port=10110
+			dovecot_backend_apply_sysctl=false
 		EOF
 	} >"$LAB/inventory.ini"
 	if [ ! -f "$LAB/secrets.yml" ]; then
@@ -422,6 +437,22 @@ step_hardening() {
 	[ -n "${1:-}" ] && [ "$1" = "${2:-}" ] && [ "$1" != 0 ] && pass "the process runs as uid $1 (switchboard)" || fail "process uid: '$uid'"
 }
 
+# step_dovecot applies the dovecot_backend role to node3 (its image has
+# Dovecot installed but disabled) and checks what Dovecot then runs with.
+step_dovecot() {
+	say "step 5: the dovecot_backend role on node3"
+	if play dovecot1 dovecot.yml; then pass "dovecot.yml applied"; else fail "dovecot.yml"; return; fi
+	local want got greet c
+	want="$(node_ip 1)/32 $(node_ip 2)/32 $(node_ip 3)/32"
+	got=$(lab_ssh 3 doveconf -h login_trusted_networks)
+	[ "$got" = "$want" ] && pass "Dovecot trusts the three nodes: $got" || fail "login_trusted_networks = '$got' (want $want)"
+	greet=$(lab_ssh 3 "timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/10143; head -1 <&3'" | tr -d '\r')
+	case "$greet" in "* OK"*) pass "Dovecot answers on node3: $greet" ;; *) fail "Dovecot greeting on node3: '$greet'" ;; esac
+	play dovecot2 dovecot.yml || fail "second dovecot.yml"
+	c=$(changed_total dovecot2)
+	[ "$c" = 0 ] && pass "second dovecot.yml: changed=0" || fail "second dovecot.yml: changed=$c"
+}
+
 # ------------------------------------------------------------------- main
 
 run() {
@@ -442,6 +473,7 @@ run() {
 	step_rolling
 	step_broken
 	step_hardening
+	step_dovecot
 	say "$passed passed, $failed failed ($(($(date +%s) - t0)) s)"
 	[ "$failed" = 0 ]
 }
