@@ -112,20 +112,19 @@ var ErrServerClosed = errors.New("router: server closed")
 // Listen binds cfg.Addr and starts accepting clients on it. It returns the
 // bound address (useful with port 0).
 func (s *Server) Listen(cfg ListenerConfig) (net.Addr, error) {
-	if cfg.Protocol != route.IMAP && cfg.Protocol != route.POP3 {
-		return nil, fmt.Errorf("listener %s: unknown protocol %q", cfg.Name, cfg.Protocol)
-	}
-	if cfg.TLS != TLSNone && s.opts.TLS == nil {
-		return nil, fmt.Errorf("listener %s: TLS mode %s needs a certificate", cfg.Name, cfg.TLS)
-	}
-	if cfg.ProxyProtocol && len(cfg.ProxyFrom) == 0 {
-		return nil, fmt.Errorf("listener %s: proxy protocol needs proxy_from", cfg.Name)
+	if err := s.checkListener(cfg); err != nil {
+		return nil, err
 	}
 	lc := pump.ListenConfig()
 	ln, err := lc.Listen(context.Background(), "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", cfg.Name, err)
 	}
+	return s.serveListener(cfg, ln)
+}
+
+// serveListener registers ln and starts its accept loop.
+func (s *Server) serveListener(cfg ListenerConfig, ln net.Listener) (net.Addr, error) {
 	if cfg.Name == "" {
 		cfg.Name = cfg.Protocol + "-" + ln.Addr().String()
 	}

@@ -31,7 +31,7 @@ CGO_ENABLED=0 GOARCH=$goarch "$go" build -trimpath -buildvcs=false \
 	-o "$root/usr/bin/switchboard" ./cmd/switchboard
 
 install -d "$root/lib/systemd/system" "$root/etc/switchboard"
-install -m 0644 dist/switchboard.service "$root/lib/systemd/system/"
+install -m 0644 dist/switchboard.service dist/switchboard.socket "$root/lib/systemd/system/"
 install -m 0644 dist/switchboard.toml "$root/etc/switchboard/switchboard.toml"
 
 doc=$root/usr/share/doc/switchboard

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,5 +114,32 @@ func TestDistStopTimeout(t *testing.T) {
 	if stop < need {
 		t.Errorf("TimeoutStopSec=%v < drain_grace %v + login_timeout %v + %v", stop,
 			cfg.DrainGrace.Duration, cfg.Backend.LoginTimeout.Duration, stopMargin)
+	}
+}
+
+// TestDistSocketMatchesExample checks that switchboard.socket and the
+// example configuration name the same addresses, so that with socket
+// activation every listener takes a socket and no socket is left over.
+func TestDistSocketMatchesExample(t *testing.T) {
+	cfg, err := config.Load(exampleConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams := unitValues(t, "switchboard.socket", "ListenStream")
+	if len(streams) != len(cfg.Listen) {
+		t.Errorf("switchboard.socket has %d ListenStream, the example %d [[listen]]", len(streams), len(cfg.Listen))
+	}
+	for _, s := range streams {
+		ta, err := net.ResolveTCPAddr("tcp", s)
+		if err != nil {
+			t.Fatalf("ListenStream=%s: %v", s, err)
+		}
+		found := false
+		for _, l := range cfg.Listen {
+			found = found || sameAddr(ta, l.Address)
+		}
+		if !found {
+			t.Errorf("ListenStream=%s matches no [[listen]] of the example", s)
+		}
 	}
 }

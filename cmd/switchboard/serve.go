@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,7 +25,9 @@ import (
 // /healthz answers 200. SIGTERM: /healthz answers 503, the node leaves the
 // cluster, the listeners close and sessions have drain_grace to end by
 // themselves before they get a BYE (a second SIGTERM: at once); then the
-// checker, the cluster and the admin listener stop.
+// checker, the cluster and the admin listener stop. SIGUSR2 hands the
+// listening sockets to a new process (handover.go) and then drains.
+// Listening sockets passed by systemd are used (activation.go).
 func runServe(args []string) int {
 	monitorErr := tuneMonitor() // first: it may start the process again
 	f := newFlags("serve", "", os.Stderr)
@@ -53,6 +56,11 @@ func runServe(args []string) int {
 }
 
 func serve(cfg *config.Config, logger *slog.Logger) error {
+	in, err := inheritedListeners() // socket activation or a hand-over
+	if err != nil {
+		return err
+	}
+	defer in.closeRest(logger)
 	serverTLS, err := newServerTLS(cfg, logger)
 	if err != nil {
 		return err
@@ -66,6 +74,9 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer closer.Close()
+	if err := in.prepared(); err != nil { // a hand-over: the old process frees its ports
+		return err
+	}
 	metrics := prometheus.NewRegistry()
 	pool, err := newPool(cfg, metrics, logger)
 	if err != nil {
@@ -75,7 +86,8 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer n.close()
+	closeNode := sync.OnceFunc(n.close)
+	defer closeNode()
 
 	hm := cfg.HostMap()
 	opts := &router.Options{
@@ -103,22 +115,16 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 	}
 	srv := router.New(opts)
 	n.setServer(srv)
+	var ls []namedListener // for a hand-over
 	for _, l := range cfg.Listen {
-		addr, err := srv.Listen(router.ListenerConfig{
-			Name:          l.Name,
-			Protocol:      l.Protocol,
-			Addr:          l.Address,
-			TLS:           tlsMode(l.TLS),
-			ProxyProtocol: l.ProxyProtocol,
-			ProxyFrom:     l.ProxyNets(),
-			Cache:         l.Cache,
-		})
+		ln, err := listenOn(srv, in, l, logger)
 		if err != nil {
 			srv.Close()
 			return err
 		}
-		logger.Info("listening", "listener", l.Name, "proto", l.Protocol, "addr", addr.String(), "tls", l.TLS, "proxy_protocol", l.ProxyProtocol, "cache", l.Cache)
+		ls = append(ls, namedListener{l.Name, ln})
 	}
+	in.closeRest(logger)
 	var probe cluster.ProbeFunc // nil: plaintext greeting
 	if backendTLS != nil {
 		probe = cluster.ProbeGreetingTLS(backendTLS)
@@ -135,22 +141,30 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	n.ready()
+	in.started(logger)
 	logger.Info("switchboard started", "version", versionString(), "config", cfg.File, "node", n.name, "clustered", n.cl != nil)
 
 	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
 	defer signal.Stop(sigc)
+	grace := cfg.DrainGrace.Duration
 	for sig := range sigc {
-		if sig == syscall.SIGHUP {
+		switch sig {
+		case syscall.SIGHUP:
 			reload(serverTLS, mapper, logger)
 			continue
+		case syscall.SIGUSR2:
+			if !upgrade(ls, n, closeNode, sigc, logger) {
+				continue
+			}
+		default:
+			n.draining()
 		}
-		grace := cfg.DrainGrace.Duration
 		logger.Info("draining", "signal", sig.String(), "grace", grace)
-		n.draining()
 		if pool != nil {
 			pool.Close() // parked connections are no sessions to wait for
 		}
+		sdNotify("STOPPING=1")
 		return drain(srv, sigc, grace, logger)
 	}
 	return nil
