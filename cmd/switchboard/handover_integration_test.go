@@ -171,6 +171,7 @@ address = %q
 token_file = "admin.token"
 `, host, port, n.admin))
 	stopAtEnd(t, n)
+	notes := notifySocket(t, dir)
 	ln, err := net.Listen("tcp", n.imapAddr) // systemd's socket
 	if err != nil {
 		t.Fatal(err)
@@ -208,6 +209,18 @@ token_file = "admin.token"
 	if code, _ := n.healthz(); code != http.StatusOK {
 		t.Fatalf("/healthz of the new process: %d", code)
 	}
+	// systemd was told: ready at the start, then the new main process.
+	// The old process, no longer the main one, says nothing more.
+	for _, want := range []string{"READY=1", fmt.Sprintf("MAINPID=%d\nREADY=1", newPid)} {
+		select {
+		case got := <-notes:
+			if got != want {
+				t.Errorf("sd_notify: %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("sd_notify: no %q", want)
+		}
+	}
 
 	// The restart: stop, and start again on the same socket.
 	_, byes = idleSession(t, n.imapAddr, alice.Mail, alice.Password)
@@ -215,6 +228,14 @@ token_file = "admin.token"
 	stopAt := time.Now()
 	syscall.Kill(newPid, syscall.SIGTERM)
 	checkBye(t, "IDLE session at the restart", byes, stopAt, grace)
+	select {
+	case got := <-notes:
+		if got != "STOPPING=1" {
+			t.Errorf("sd_notify at SIGTERM: %q, want STOPPING=1", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("sd_notify: no STOPPING=1 at SIGTERM")
+	}
 	var ws syscall.WaitStatus
 	if _, err := syscall.Wait4(newPid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
 		t.Fatalf("new process after SIGTERM: %v, %v", ws, err)
@@ -244,6 +265,34 @@ token_file = "admin.token"
 	}
 	if total < 50 || duringRestart < 10 {
 		t.Fatalf("%d connections (%d from the restart on): the loop did not run throughout", total, duringRestart)
+	}
+}
+
+// notifySocket listens as systemd's notification socket (NOTIFY_SOCKET)
+// and returns the messages it gets.
+func notifySocket(t *testing.T, dir string) <-chan string {
+	t.Helper()
+	path := dir + "/notify"
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	t.Setenv("NOTIFY_SOCKET", path)
+	notes := make(chan string, 16)
+	go readNotes(c, notes)
+	return notes
+}
+
+// readNotes is the goroutine that reads sd_notify messages.
+func readNotes(c *net.UnixConn, notes chan<- string) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		notes <- string(buf[:n])
 	}
 }
 

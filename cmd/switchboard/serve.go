@@ -158,13 +158,13 @@ func serve(cfg *config.Config, logger *slog.Logger) error {
 				continue
 			}
 		default:
+			sdNotify("STOPPING=1") // not after a hand-over: no longer the main process
 			n.draining()
 		}
 		logger.Info("draining", "signal", sig.String(), "grace", grace)
 		if pool != nil {
 			pool.Close() // parked connections are no sessions to wait for
 		}
-		sdNotify("STOPPING=1")
 		return drain(srv, sigc, grace, logger)
 	}
 	return nil
