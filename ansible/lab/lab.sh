@@ -20,6 +20,10 @@
 # /tmp/switchboard-lab) holds the state, ROOTFS (default
 # /var/tmp/switchboard-lab/rootfs) the node image, reused between runs.
 # Prints PASS/FAIL per check and "N passed, M failed"; exits 1 on a failure.
+# About 7-8 minutes here once the image exists (debootstrap: 3 to 25
+# minutes, depending on the mirror). Not in .ci/run yet: in one of two runs
+# one connection was reset before its greeting during a node's hand-over
+# (1 of ~8,300 pinned logins), which the strict check counts.
 # ../shared/recipes/ansible-lab.md explains the namespaces and nspawn flags.
 set -uo pipefail
 
@@ -112,8 +116,8 @@ fixtures() {
 		echo "$(node_ip "$i") $(cut -d' ' -f1,2 "$d/host_key.pub")" >>"$LAB/known_hosts"
 	done
 	(cd "$repo" && go build -o "$LAB/labtool" ./ansible/lab/labtool) || die "go build labtool"
+	rm -f "$LAB/debs/"*.deb # built from this tree on every run
 	for v in $V1 $V2; do
-		[ -f "$LAB/debs/switchboard_${v}_amd64.deb" ] && continue
 		(cd "$repo" && VERSION=$v GO=go ./scripts/mkdeb.sh "$LAB/debs") >"$LAB/logs/mkdeb-$v.log" 2>&1 ||
 			{ tail "$LAB/logs/mkdeb-$v.log"; die "make deb $v"; }
 	done
@@ -124,7 +128,6 @@ fixtures() {
 # check` (ExecStartPre and the role's validate:) but whose `serve` exits 1.
 broken_deb() {
 	local out=$LAB/debs/switchboard_${V3}_amd64.deb w=$LAB/broken
-	[ -f "$out" ] && return
 	rm -rf "$w"
 	dpkg-deb -R "$LAB/debs/switchboard_${V2}_amd64.deb" "$w"
 	mkdir -p "$w/usr/lib/switchboard"
