@@ -5,7 +5,7 @@ BIN := bin
 VERSION ?= $(shell ./scripts/version.sh)
 export VERSION
 
-.PHONY: all build deb setup test test-short test-race check portable fuzz fuzz-long tidy demo bench bench-move bench-webmail
+.PHONY: all build deb lab-test lint-ops setup test test-short test-race check portable fuzz fuzz-long tidy demo bench bench-move bench-webmail
 
 all: build
 
@@ -19,6 +19,18 @@ deb:
 
 setup:
 	./scripts/setup.sh
+
+# Three real systemd hosts (netns + systemd-nspawn), slapd and two Dovecots:
+# site.yml, a rolling upgrade under a client loop, a broken build, the
+# unit's sandbox (ansible/lab/lab.sh; as root; about 8-12 minutes).
+lab-test:
+	./ansible/lab/lab.sh run
+
+# ansible-lint over ansible/, promtool over the alert rules.
+lint-ops:
+	./scripts/setup.sh --lab
+	cd ansible && ansible-lint --offline site.yml rolling.yml dovecot.yml roles
+	promtool check rules dist/prometheus/alerts.yml
 
 # Every test: unit tests and the integration tests against real slapd and
 # Dovecot that the harness starts on loopback addresses.

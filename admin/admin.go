@@ -161,6 +161,7 @@ func New(opts *Options) *Server {
 	mux.Handle("POST /v1/invalidate", s.guard(levelControl, http.HandlerFunc(s.invalidate)))
 	mux.Handle("POST /v1/hold", s.guard(levelControl, http.HandlerFunc(s.hold)))
 	mux.Handle("POST /v1/release", s.guard(levelControl, http.HandlerFunc(s.release)))
+	mux.Handle("POST /v1/drain", s.guard(levelControl, http.HandlerFunc(s.drain)))
 	if s.opts.Access.Pprof {
 		s.handlePprof(mux)
 	}
@@ -312,6 +313,17 @@ func upDown(up bool) string {
 		return "up"
 	}
 	return "down"
+}
+
+// drain makes /healthz answer 503 ahead of a restart, so that load
+// balancers and rollout tools take the node out while it goes on serving
+// everyone: listeners stay open and no session is closed. The restart's
+// SIGTERM does the rest; a new process starts undrained.
+func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
+	if !s.draining.Swap(true) {
+		s.log.Info("admin: drain; /healthz answers 503 until the restart", "remote", r.RemoteAddr)
+	}
+	writeJSON(w, http.StatusOK, ControlResponse{OK: true})
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {

@@ -327,3 +327,32 @@ func TestBackendNamer(t *testing.T) {
 		}
 	}
 }
+
+// TestDrain: POST /v1/drain, with the control token, turns /healthz to
+// 503 and /status's draining to true, and is idempotent; without the
+// token, or by GET, it does nothing.
+func TestDrain(t *testing.T) {
+	s, _ := newTestServer(t, Access{ControlToken: testToken}, nil)
+	s.SetReady()
+	h := s.Handler()
+	if rec := do(t, h, "POST", "/v1/drain", "", ""); rec.Code != http.StatusUnauthorized {
+		t.Errorf("drain without the token = %d, want 401", rec.Code)
+	}
+	if rec := do(t, h, "GET", "/healthz", "", ""); rec.Code != http.StatusOK {
+		t.Errorf("healthz after a refused drain = %d", rec.Code)
+	}
+	for i := range 2 {
+		if rec := do(t, h, "POST", "/v1/drain", testToken, ""); rec.Code != http.StatusOK {
+			t.Errorf("drain #%d = %d %s", i+1, rec.Code, rec.Body)
+		}
+		if rec := do(t, h, "GET", "/healthz", "", ""); rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("healthz after drain #%d = %d", i+1, rec.Code)
+		}
+		if !s.Status().Draining {
+			t.Errorf("status.draining after drain #%d = false", i+1)
+		}
+	}
+	if rec := do(t, h, "GET", "/v1/drain", testToken, ""); rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/drain = %d, want 405", rec.Code)
+	}
+}

@@ -6,6 +6,7 @@
 //	POST /v1/invalidate   {"user": "alice@example.org", "kick": true}
 //	POST /v1/hold         {"user": "alice@example.org", "ttl": "10m"}
 //	POST /v1/release      {"user": "alice@example.org"}
+//	POST /v1/drain        no body: /healthz answers 503 until the restart
 //
 // The control endpoints act on the whole cluster through Control, which
 // *control.Control implements, through the cluster or, on a node of its

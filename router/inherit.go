@@ -21,7 +21,9 @@ func (s *Server) Serve(cfg ListenerConfig, ln net.Listener) (net.Addr, error) {
 		ln.Close()
 		return nil, err
 	}
-	if sc, ok := ln.(syscall.Conn); ok {
+	// pump.ListenConfig's Control sets keepalive on the socket (Linux);
+	// elsewhere it is nil and accepted connections keep Go's defaults.
+	if sc, ok := ln.(syscall.Conn); ok && pump.ListenConfig().Control != nil {
 		rc, err := sc.SyscallConn()
 		if err == nil {
 			err = pump.SetListenerKeepAlive(rc)

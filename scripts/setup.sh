@@ -20,6 +20,8 @@ case "${1:-}" in
 --deb) pkgs+=(lintian) ;;
 --webmail) pkgs+=(apache2 libapache2-mod-php php-sqlite3 chromium chromium-driver
 	fonts-dejavu-core sqlite3) ;;
+--lab) pkgs+=(ansible ansible-lint openssh-server openssh-client systemd-container debootstrap
+	prometheus) ;;
 esac
 # lock_held reports whether another process holds one of apt's locks
 # (fcntl locks, which /proc/locks lists by inode).
