@@ -150,7 +150,6 @@ func (sess *session) route(cr *wire.Creds, d dialog) (*backendConn, []byte, erro
 	user := cr.Mailbox()
 	sess.user = user
 	sess.bhost, sess.baddr = "", "" // not an earlier attempt's
-	sess.fwd = wire.Forward{Client: sess.client, Local: sess.local, Session: sess.id}
 	hosts, err := sess.admit(user, d)
 	if err != nil {
 		return nil, nil, err
@@ -215,11 +214,19 @@ func (sess *session) admit(user string, d dialog) ([]string, error) {
 	if sess.gateWait >= clientCheckAfter && sess.clientGone() {
 		return nil, errClientGone
 	}
-	if src := sess.gl.Source; src.IsValid() && src != sess.client.Addr() {
-		// A forwarded address the gate believed: the backend sees it.
-		sess.fwd.Client = netip.AddrPortFrom(src, fwd.Port())
-	}
 	return res.Hosts, nil
+}
+
+// forward returns what the backend is told of the client: its address
+// (a forwarded one the gate believed, from the webmail), the address it
+// connected to, the session ID. Made per login, not kept in the session,
+// whose idle size counts.
+func (sess *session) forward() *wire.Forward {
+	f := &wire.Forward{Client: sess.client, Local: sess.local, Session: sess.id}
+	if src := sess.gl.Source; src.IsValid() && src != sess.client.Addr() {
+		f.Client = netip.AddrPortFrom(src, sess.client.Port())
+	}
+	return f
 }
 
 // gateError passes a gate's refusal on; any other error (the server
@@ -304,7 +311,8 @@ func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendCon
 			return nil, nil, sess.connectFailed(proto, host, addr, err)
 		}
 	}
-	answer, err := d.BackendLogin(&b.Backend, cr, &sess.fwd)
+	fwd := sess.forward()
+	answer, err := d.BackendLogin(&b.Backend, cr, fwd)
 	var te *wire.TransportError
 	if pooled && errors.As(err, &te) {
 		// A parked connection may have been closed by the backend
@@ -313,7 +321,7 @@ func (sess *session) tryHost(cr *wire.Creds, d dialog, host string) (*backendCon
 		if b, err = srv.connectBackend(srv.ctx, proto, host, addr); err != nil {
 			return nil, nil, sess.connectFailed(proto, host, addr, err)
 		}
-		answer, err = d.BackendLogin(&b.Backend, cr, &sess.fwd)
+		answer, err = d.BackendLogin(&b.Backend, cr, fwd)
 	}
 	if err != nil {
 		b.Close()

@@ -81,7 +81,7 @@ func (s *Server) enterPreauth(sess *session) error {
 			c.bySource = make(map[netip.Addr]int)
 		}
 		c.bySource[key]++
-		sess.preauthKey = key
+		sess.preauthPerSource = true
 	}
 	c.total++
 	sess.inPreauth = true
@@ -97,11 +97,12 @@ func (s *Server) leavePreauth(sess *session) {
 	c := &s.preauth
 	c.mu.Lock()
 	c.total--
-	if sess.preauthKey.IsValid() {
-		if n := c.bySource[sess.preauthKey] - 1; n > 0 {
-			c.bySource[sess.preauthKey] = n
+	if sess.preauthPerSource {
+		key := sourceKey(sess.client.Addr())
+		if n := c.bySource[key] - 1; n > 0 {
+			c.bySource[key] = n
 		} else {
-			delete(c.bySource, sess.preauthKey)
+			delete(c.bySource, key)
 		}
 	}
 	c.mu.Unlock()

@@ -60,14 +60,13 @@ type session struct {
 	done    bool
 	bhost   string
 	baddr   string
-	fwd     wire.Forward  // set at login: what the backend is told of the client
 	cs      *cacheSession // a cached listener's session
 	rl      *pump.Relay   // once relaying (cached listeners)
 
 	didLogin bool // logged in: the Gate is told when the session ends
 
-	inPreauth  bool       // counted in the login phase (Server.enterPreauth)
-	preauthKey netip.Addr // its source's key there, if counted per source
+	inPreauth        bool // counted in the login phase (Server.enterPreauth)
+	preauthPerSource bool // counted per source there too
 	// gl is the current login attempt as the Gate sees it, the same for
 	// each of its calls, and for Ended once logged in; gateWait is how
 	// long the attempt waited in the Gate (see login.go).
