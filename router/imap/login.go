@@ -150,6 +150,16 @@ func hasTag(line []byte, tag string) bool {
 // RespCaps returns the capabilities of a "[CAPABILITY …]" response code
 // in line, or nil.
 func RespCaps(line []byte) []string {
+	caps := capsCode(line)
+	if caps == nil {
+		return nil
+	}
+	return strings.Fields(string(caps))
+}
+
+// capsCode returns the list inside a "[CAPABILITY …]" response code in
+// line (aliasing line), or nil.
+func capsCode(line []byte) []byte {
 	i := bytes.Index(line, []byte("[CAPABILITY "))
 	if i < 0 {
 		return nil
@@ -159,7 +169,7 @@ func RespCaps(line []byte) []string {
 	if j < 0 {
 		return nil
 	}
-	return strings.Fields(string(rest[:j]))
+	return rest[:j]
 }
 
 // CachedOK answers the dialog's current login from a parked connection
@@ -173,14 +183,9 @@ func PostLoginCaps(answer []byte) []byte {
 	if i := bytes.LastIndexByte(answer, '\n'); i >= 0 {
 		answer = answer[i+1:]
 	}
-	i := bytes.Index(answer, []byte("[CAPABILITY "))
-	if i < 0 {
+	caps := capsCode(answer)
+	if caps == nil {
 		return nil
 	}
-	rest := answer[i+len("[CAPABILITY "):]
-	j := bytes.IndexByte(rest, ']')
-	if j < 0 {
-		return nil
-	}
-	return append([]byte(nil), rest[:j]...)
+	return append([]byte(nil), caps...)
 }
